@@ -1,0 +1,27 @@
+"""Shared plumbing of the command-line entry points (absl apps)."""
+
+import sys
+
+from absl import app
+from absl import logging
+
+from jsia_tf import errors
+
+
+def run(main):
+  """Runs `main(argv)` as an absl app; a `JsiaError` becomes `error: ...` and exit 2.
+
+  User errors (a missing directory, a malformed split file, a bad flag value) are
+  expected outcomes with messages written for people, so they are printed without a
+  traceback. Anything else is a bug and keeps its traceback.
+  """
+
+  def _main(argv):
+    try:
+      return main(argv)
+    except errors.JsiaError as e:
+      logging.flush()
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(_main)

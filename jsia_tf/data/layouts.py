@@ -1,0 +1,41 @@
+"""Facts of the on-disk layouts of SYSU-MM01 and RegDB, shared by writer and readers.
+
+SYSU-MM01: `root/cam{1..6}/{pid:04d}/{n:04d}.jpg` and `root/exp/{split}_id.txt` (one
+line of comma-separated ids). RegDB: `root/Visible/<id>/*.bmp`,
+`root/Thermal/<id>/*.bmp` and `root/idx/{train,test}_{visible,thermal}_{trial}.txt`
+with lines `relative/path label`.
+"""
+
+RGB = 0
+IR = 1
+MODALITY_NAMES = {RGB: "rgb", IR: "ir"}
+
+SYSU_CAMERAS = (1, 2, 3, 4, 5, 6)
+SYSU_RGB_CAMERAS = (1, 2, 4, 5)
+SYSU_IR_CAMERAS = (3, 6)
+SYSU_INDOOR_CAMERAS = (1, 2, 3)  # cam 6 is outdoor IR; indoor search uses RGB cams 1, 2
+SYSU_SPLIT_FILES = ("train", "val", "test", "available")
+
+# RegDB has one visible and one thermal camera; we number them as cameras 1 and 2.
+REGDB_VISIBLE_CAMERA = 1
+REGDB_THERMAL_CAMERA = 2
+REGDB_FOLDERS = {RGB: "Visible", IR: "Thermal"}
+REGDB_IDX_NAMES = {RGB: "visible", IR: "thermal"}
+REGDB_NUM_TRIALS = 10
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def sysu_modality(camera: int) -> int:
+  """RGB for SYSU cameras 1, 2, 4, 5; IR for cameras 3, 6."""
+  return IR if camera in SYSU_IR_CAMERAS else RGB
+
+
+def sysu_split_path(root: str, split: str) -> str:
+  """Path of the id list of `split` ("train", "val", "test", "available")."""
+  return f"{root}/exp/{split}_id.txt"
+
+
+def regdb_idx_path(root: str, split: str, modality: int, trial: int) -> str:
+  """Path of RegDB's index file of (`split`, `modality`, `trial`)."""
+  return f"{root}/idx/{split}_{REGDB_IDX_NAMES[modality]}_{trial}.txt"

@@ -1,0 +1,209 @@
+"""Readers of the real SYSU-MM01 and RegDB layouts into lists of `ImageRecord`.
+
+A record's `frame` is its index among the images of its (camera, identity) folder in
+sorted file-name order; this is what the official `rand_perm_cam.mat` indexes (there
+1-based). Every problem with the data on disk raises `DataError` naming the path and
+what was expected; files that are not images are ignored and counted in the log.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Sequence
+
+from absl import logging
+
+from jsia_tf import errors
+from jsia_tf.data import layouts
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+  """One image on disk and what the layout says about it."""
+
+  path: str  # absolute path
+  pid: int  # the data set's own person id (folder name)
+  camera: int
+  modality: int  # layouts.RGB or layouts.IR
+  frame: int  # 0-based index within the sorted images of (camera, pid)
+
+
+def _require_dir(path: str, what: str) -> None:
+  if not os.path.exists(path):
+    raise errors.DataError(f"{what} {path} does not exist")
+  if not os.path.isdir(path):
+    raise errors.DataError(f"{what} {path} is not a directory")
+
+
+def list_images(folder: str) -> List[str]:
+  """Sorted image file names in `folder`; other files are counted and logged."""
+  names = sorted(os.listdir(folder))
+  images = [n for n in names if n.lower().endswith(layouts.IMAGE_EXTENSIONS)]
+  others = len(names) - len(images)
+  if others:
+    logging.warning("ignored %d non-image file(s) in %s (expected only %s files)",
+                    others, folder, "/".join(layouts.IMAGE_EXTENSIONS))
+  return images
+
+
+def relabel(pids: Sequence[int]) -> Dict[int, int]:
+  """Maps the distinct ids of `pids`, sorted, to 0..n-1."""
+  return {pid: label for label, pid in enumerate(sorted(set(pids)))}
+
+
+# ---------------------------------------------------------------------------------
+# SYSU-MM01
+
+
+def read_sysu_split_file(root: str, split: str) -> List[int]:
+  """The ids of `exp/{split}_id.txt`: one line of comma-separated integers."""
+  path = layouts.sysu_split_path(root, split)
+  if not os.path.isfile(path):
+    raise errors.DataError(
+        f"SYSU-MM01 split file {path} is missing (expected one line of "
+        f"comma-separated person ids)")
+  with open(path) as f:
+    text = f.read()
+  tokens = [t.strip() for t in text.replace("\n", ",").split(",")]
+  tokens = [t for t in tokens if t]
+  if not tokens:
+    raise errors.DataError(f"SYSU-MM01 split file {path} is empty (expected one line "
+                           f"of comma-separated person ids)")
+  ids = []
+  for token in tokens:
+    if not token.isdigit():
+      raise errors.DataError(
+          f"SYSU-MM01 split file {path} is malformed: {token!r} is not a person id "
+          f"(expected one line of comma-separated non-negative integers)")
+    ids.append(int(token))
+  if len(set(ids)) != len(ids):
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    raise errors.DataError(f"SYSU-MM01 split file {path} lists ids more than once: "
+                           f"{dup[:10]}")
+  return ids
+
+
+def check_sysu_layout(root: str) -> None:
+  """Raises `DataError` unless `root` looks like SYSU-MM01 (cam1..cam6/, exp/)."""
+  _require_dir(root, "data_dir")
+  expected = [f"cam{c}" for c in layouts.SYSU_CAMERAS] + ["exp"]
+  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
+  if missing:
+    raise errors.DataError(
+        f"data_dir {root} is not the SYSU-MM01 layout: missing {', '.join(missing)} "
+        f"(expected cam1/ .. cam6/ with <pid:04d>/<n:04d>.jpg and "
+        f"exp/{{train,val,test}}_id.txt)")
+
+
+SYSU_SPLITS = {"train": ("train", "val"), "test": ("test",), "val": ("val",)}
+
+
+def read_sysu(root: str, split: str) -> List[ImageRecord]:
+  """Records of the SYSU-MM01 `split`: "train" (train + val ids, the usual 395),
+  "test" (96 ids) or "val"; all six cameras, sorted by (camera, pid, frame)."""
+  if split not in SYSU_SPLITS:
+    raise errors.DataError(f"unknown SYSU-MM01 split {split!r}; expected one of "
+                           f"{sorted(SYSU_SPLITS)}")
+  root = os.path.abspath(root)
+  check_sysu_layout(root)
+  ids = []
+  for name in SYSU_SPLITS[split]:
+    ids.extend((pid, name) for pid in read_sysu_split_file(root, name))
+  records = []
+  for pid, split_file in ids:
+    found = 0
+    for camera in layouts.SYSU_CAMERAS:
+      folder = os.path.join(root, f"cam{camera}", f"{pid:04d}")
+      if not os.path.isdir(folder):
+        continue  # not every person is seen by every camera
+      for frame, name in enumerate(list_images(folder)):
+        records.append(ImageRecord(os.path.join(folder, name), pid, camera,
+                                   layouts.sysu_modality(camera), frame))
+        found += 1
+    if not found:
+      raise errors.DataError(
+          f"person id {pid} is listed in {layouts.sysu_split_path(root, split_file)} "
+          f"but has no images in any of {root}/cam1..cam6/{pid:04d}/")
+  records.sort(key=lambda r: (r.camera, r.pid, r.frame))
+  return records
+
+
+# ---------------------------------------------------------------------------------
+# RegDB
+
+
+def check_regdb_layout(root: str) -> None:
+  """Raises `DataError` unless `root` looks like RegDB (Visible/, Thermal/, idx/)."""
+  _require_dir(root, "data_dir")
+  expected = list(layouts.REGDB_FOLDERS.values()) + ["idx"]
+  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
+  if missing:
+    raise errors.DataError(
+        f"data_dir {root} is not the RegDB layout: missing {', '.join(missing)} "
+        f"(expected Visible/<id>/*.bmp, Thermal/<id>/*.bmp and "
+        f"idx/{{train,test}}_{{visible,thermal}}_<trial>.txt)")
+
+
+def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
+  """Records listed by RegDB's `idx/{split}_{visible,thermal}_{trial}.txt`.
+
+  `pid` is the identity folder's name; the labels of the index file must map
+  one-to-one onto folders (checked). Visible images are camera 1, thermal camera 2.
+  """
+  if split not in ("train", "test"):
+    raise errors.DataError(f"unknown RegDB split {split!r}; expected train or test")
+  if trial not in range(1, layouts.REGDB_NUM_TRIALS + 1):
+    raise errors.DataError(f"RegDB trial {trial} does not exist; expected 1..10")
+  root = os.path.abspath(root)
+  check_regdb_layout(root)
+  cameras = {layouts.RGB: layouts.REGDB_VISIBLE_CAMERA,
+             layouts.IR: layouts.REGDB_THERMAL_CAMERA}
+  records = []
+  label_of_pid, pid_of_label = {}, {}
+  frames_cache = {}
+  for modality, folder_name in layouts.REGDB_FOLDERS.items():
+    path = layouts.regdb_idx_path(root, split, modality, trial)
+    if not os.path.isfile(path):
+      raise errors.DataError(f"RegDB index file {path} is missing (expected lines "
+                             f"'{folder_name}/<id>/<file> <label>')")
+    with open(path) as f:
+      lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    if not lines:
+      raise errors.DataError(f"RegDB index file {path} lists no images")
+    for number, line in lines:
+      parts = line.split()
+      where = f"RegDB index file {path} line {number}"
+      if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        raise errors.DataError(f"{where} is malformed: {line!r} (expected "
+                               f"'{folder_name}/<id>/<file> <integer label>')")
+      rel, label = parts[0], int(parts[1])
+      rel_parts = rel.replace("\\", "/").split("/")
+      if len(rel_parts) != 3 or rel_parts[0] != folder_name or not rel_parts[1].isdigit():
+        raise errors.DataError(f"{where}: path {rel!r} is not of the form "
+                               f"'{folder_name}/<numeric id>/<file>'")
+      pid = int(rel_parts[1])
+      if label_of_pid.setdefault(pid, label) != label or (
+          pid_of_label.setdefault(label, pid) != pid):
+        raise errors.DataError(
+            f"{where}: label {label} for identity folder {pid} contradicts an earlier "
+            f"line (expected one label per identity)")
+      folder = os.path.join(root, folder_name, rel_parts[1])
+      image = os.path.join(folder, rel_parts[2])
+      if not os.path.isfile(image):
+        raise errors.DataError(f"{where}: image {image} does not exist")
+      if folder not in frames_cache:
+        frames_cache[folder] = {n: i for i, n in enumerate(list_images(folder))}
+      frame = frames_cache[folder].get(rel_parts[2])
+      if frame is None:
+        raise errors.DataError(f"{where}: {image} does not have an image extension "
+                               f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
+      records.append(ImageRecord(image, pid, cameras[modality], modality, frame))
+  return records
+
+
+def read_dataset(dataset: str, root: str, split: str, trial: int = 1):
+  """Records of `split` of `dataset` ("sysu" or "regdb"; `trial` for RegDB)."""
+  if dataset == "sysu":
+    return read_sysu(root, split)
+  if dataset == "regdb":
+    return read_regdb(root, split, trial)
+  raise errors.DataError(f"unknown dataset {dataset!r}; expected sysu or regdb")

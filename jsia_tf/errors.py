@@ -1,0 +1,17 @@
+"""Errors whose message is written for the user.
+
+Entry points catch `JsiaError`, print its message and exit non-zero, so every message
+must name the file, flag or value at fault and say what was expected.
+"""
+
+
+class JsiaError(Exception):
+  """Base class of errors that are reported to the user as a one-line message."""
+
+
+class ConfigError(JsiaError, ValueError):
+  """A flag or config value is invalid; the message names the flag and the value."""
+
+
+class DataError(JsiaError, ValueError):
+  """A data set on disk is missing, malformed or not of the expected layout."""

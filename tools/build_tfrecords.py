@@ -1,0 +1,35 @@
+"""Converts SYSU-MM01 or RegDB (one trial) into sharded TFRecords + manifest.json.
+
+  python tools/build_tfrecords.py --dataset=sysu --data_dir=DIR --output_dir=DIR
+  python tools/build_tfrecords.py --dataset=regdb --data_dir=DIR --trial=1 --output_dir=DIR
+"""
+
+import json
+
+from absl import flags
+
+from flags import data_flags
+from jsia_tf import cli
+from jsia_tf import config as config_lib
+from jsia_tf.data import tfrecords
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  config_lib.require(bool(FLAGS.data_dir), "data_dir", FLAGS.data_dir,
+                     "the root directory of the data set")
+  manifest = tfrecords.build(FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir,
+                             trial=FLAGS.trial, skip_corrupt=FLAGS.skip_corrupt,
+                             images_per_shard=FLAGS.images_per_shard)
+  counts = {split: {k: v for k, v in info.items() if k not in ("files", "label_map")}
+            for split, info in manifest["splits"].items()}
+  print(json.dumps(counts, indent=2))
+  print(f"wrote {FLAGS.output_dir}/manifest.json")
+
+
+if __name__ == "__main__":
+  data_flags.define_dataset_flags()
+  data_flags.define_tfrecord_flags()
+  cli.run(main)
