@@ -84,7 +84,9 @@ def decode(encoded: tf.Tensor, size: Tuple[int, int]) -> tf.Tensor:
   """Encoded JPEG/PNG/BMP bytes -> float32 [H, W, 3] in [0, 255] at `size`."""
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
-  return tf.image.resize(image, size, method="bilinear", antialias=True)
+  image = tf.image.resize(image, size, method="bilinear", antialias=True)
+  # The antialiasing filter's float arithmetic can land a hair outside [0, 255].
+  return tf.clip_by_value(image, 0.0, 255.0)
 
 
 def to_model_range(image: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,1 @@
+"""Data: the generated data set, readers, TFRecords and input pipelines."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny generated data sets, made once per test session."""
+
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from jsia_tf.data import synthetic
+
+# Two logical CPU devices, so MirroredStrategy has two replicas on a CPU-only machine.
+# This must run before TensorFlow initialises its devices, hence at import time.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _generate(root, **kwargs):
+  cfg = synthetic.SyntheticConfig(output_dir=str(root), num_workers=1, **kwargs)
+  synthetic.generate(cfg, log=lambda _: None)
+  return str(root)
+
+
+@pytest.fixture(scope="session")
+def sysu_dir(tmp_path_factory):
+  """A read-only tiny SYSU-layout set: 12 ids, 2-5 images per (camera, id)."""
+  return _generate(tmp_path_factory.mktemp("gen") / "sysu", layout="sysu",
+                   num_ids=12, min_images=2, max_images=5, image_height=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def regdb_dir(tmp_path_factory):
+  """A read-only tiny RegDB-layout set: 6 ids, 10 images per modality."""
+  return _generate(tmp_path_factory.mktemp("gen") / "regdb", layout="regdb",
+                   num_ids=6, seed=4)
+
+
+@pytest.fixture
+def sysu_copy(sysu_dir, tmp_path):
+  """A private copy of the tiny SYSU set that a test may damage."""
+  return shutil.copytree(sysu_dir, tmp_path / "sysu")
+
+
+@pytest.fixture
+def regdb_copy(regdb_dir, tmp_path):
+  """A private copy of the tiny RegDB set that a test may damage."""
+  return shutil.copytree(regdb_dir, tmp_path / "regdb")

@@ -1,0 +1,57 @@
+"""Config validation messages, flag parsing into configs, and the JSON round trip."""
+
+import json
+
+import pytest
+from absl import flags as absl_flags
+
+from flags import data_flags
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dataset", "market", "--dataset='market' is invalid: expected one of sysu, regdb"),
+    ("batch_p", 0, "--batch_p=0 is invalid: expected a positive integer"),
+    ("trial", 11, "--trial=11 is invalid: expected an integer in 1..10"),
+    ("random_erasing", 1.5, "--random_erasing=1.5 is invalid: expected a probability"),
+    ("pad_crop", -1, "--pad_crop=-1 is invalid"),
+])
+def test_data_config_errors_name_flag_and_value(field, value, message):
+  with pytest.raises(errors.ConfigError) as info:
+    config_lib.DataConfig(**{field: value})
+  assert message in str(info.value)
+
+
+def test_config_is_frozen():
+  cfg = config_lib.DataConfig()
+  with pytest.raises(Exception):
+    cfg.batch_p = 3  # pytype: disable=attribute-error
+
+
+def test_json_round_trip(tmp_path):
+  cfg = config_lib.DataConfig(dataset="regdb", trial=3, batch_p=8, flip=False)
+  path = str(tmp_path / "config.json")
+  config_lib.save(cfg, path)
+  assert config_lib.load(config_lib.DataConfig, path) == cfg
+  with open(path) as f:
+    values = json.load(f)
+  values["nonsense"] = 1
+  with open(path, "w") as f:
+    json.dump(values, f)
+  with pytest.raises(errors.ConfigError, match=r"unknown field\(s\) \['nonsense'\]"):
+    config_lib.load(config_lib.DataConfig, path)
+  with pytest.raises(errors.ConfigError, match="does not exist"):
+    config_lib.load(config_lib.DataConfig, str(tmp_path / "missing.json"))
+
+
+def test_flags_parse_into_config():
+  values = absl_flags.FlagValues()
+  data_flags.define_dataset_flags(values)
+  data_flags.define_input_flags(values)
+  values(["prog", "--dataset=regdb", "--trial=4", "--batch_p=8", "--noflip"])
+  cfg = data_flags.data_config_from_flags(values)
+  assert (cfg.dataset, cfg.trial, cfg.batch_p, cfg.flip) == ("regdb", 4, 8, False)
+  values(["prog", "--batch_k=0"])
+  with pytest.raises(errors.ConfigError, match="--batch_k=0 is invalid"):
+    data_flags.data_config_from_flags(values)

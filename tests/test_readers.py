@@ -1,0 +1,141 @@
+"""The SYSU-MM01 and RegDB readers on generated data, and their bad-input errors."""
+
+import os
+import shutil
+
+import pytest
+
+from jsia_tf import errors
+from jsia_tf.data import layouts
+from jsia_tf.data import readers
+
+
+def _ids(root, split):
+  return readers.read_sysu_split_file(root, split)
+
+
+def test_sysu_train_is_train_plus_val_and_frames_follow_sorted_names(sysu_dir):
+  records = readers.read_sysu(sysu_dir, "train")
+  expected_ids = set(_ids(sysu_dir, "train")) | set(_ids(sysu_dir, "val"))
+  assert {r.pid for r in records} == expected_ids
+  on_disk = sum(len(os.listdir(f"{sysu_dir}/cam{c}/{pid:04d}"))
+                for c in range(1, 7) for pid in expected_ids
+                if os.path.isdir(f"{sysu_dir}/cam{c}/{pid:04d}"))
+  assert len(records) == on_disk
+  for r in records:
+    assert r.modality == (layouts.IR if r.camera in (3, 6) else layouts.RGB)
+    folder = os.path.dirname(r.path)
+    assert sorted(os.listdir(folder))[r.frame] == os.path.basename(r.path)
+    assert folder.endswith(f"cam{r.camera}/{r.pid:04d}")
+  test = readers.read_sysu(sysu_dir, "test")
+  assert {r.pid for r in test} == set(_ids(sysu_dir, "test"))
+
+
+def test_sysu_ignores_and_counts_non_image_files(sysu_copy):
+  pid = _ids(sysu_copy, "test")[0]
+  cam = next(c for c in range(1, 7) if os.path.isdir(f"{sysu_copy}/cam{c}/{pid:04d}"))
+  with open(f"{sysu_copy}/cam{cam}/{pid:04d}/Thumbs.db", "w") as f:
+    f.write("x")
+  before = len(os.listdir(f"{sysu_copy}/cam{cam}/{pid:04d}")) - 1
+  records = [r for r in readers.read_sysu(sysu_copy, "test")
+             if r.camera == cam and r.pid == pid]
+  assert len(records) == before
+
+
+def test_regdb_records_and_labels(regdb_dir):
+  for split in ("train", "test"):
+    records = readers.read_regdb(regdb_dir, split, trial=2)
+    assert len(records) == 60
+    assert {r.camera for r in records if r.modality == layouts.RGB} == {1}
+    assert {r.camera for r in records if r.modality == layouts.IR} == {2}
+    for r in records:
+      assert sorted(os.listdir(os.path.dirname(r.path)))[r.frame] == os.path.basename(
+          r.path)
+  train = {r.pid for r in readers.read_regdb(regdb_dir, "train", 2)}
+  test = {r.pid for r in readers.read_regdb(regdb_dir, "test", 2)}
+  assert len(train) == len(test) == 3 and not train & test
+
+
+def test_relabel():
+  assert readers.relabel([7, 3, 7, 10]) == {3: 0, 7: 1, 10: 2}
+
+
+# ---- bad input: each error names the path and what was expected -----------------
+
+
+def test_missing_data_dir(tmp_path):
+  with pytest.raises(errors.DataError, match=f"{tmp_path}/nope does not exist"):
+    readers.read_sysu(str(tmp_path / "nope"), "train")
+  with pytest.raises(errors.DataError, match="does not exist"):
+    readers.read_regdb(str(tmp_path / "nope"), "train", 1)
+
+
+def test_wrong_layout(sysu_dir, regdb_dir):
+  with pytest.raises(errors.DataError, match=r"is not the SYSU-MM01 layout: missing "
+                     r"cam1, cam2.*expected cam1/ \.\. cam6/"):
+    readers.read_sysu(regdb_dir, "train")
+  with pytest.raises(errors.DataError, match="is not the RegDB layout: missing "
+                     "Visible, Thermal, idx"):
+    readers.read_regdb(sysu_dir, "train", 1)
+
+
+def test_sysu_missing_split_file(sysu_copy):
+  os.remove(f"{sysu_copy}/exp/val_id.txt")
+  with pytest.raises(errors.DataError, match="exp/val_id.txt is missing"):
+    readers.read_sysu(sysu_copy, "train")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("1,2,x3\n", "'x3' is not a person id"),
+    ("\n", "is empty"),
+    ("1,2,2\n", r"lists ids more than once: \[2\]"),
+])
+def test_sysu_malformed_split_file(sysu_copy, content, message):
+  with open(f"{sysu_copy}/exp/test_id.txt", "w") as f:
+    f.write(content)
+  with pytest.raises(errors.DataError, match="test_id.txt.*" + message):
+    readers.read_sysu(sysu_copy, "test")
+
+
+def test_sysu_split_id_without_images(sysu_copy):
+  pid = _ids(sysu_copy, "test")[0]
+  for c in range(1, 7):
+    shutil.rmtree(f"{sysu_copy}/cam{c}/{pid:04d}", ignore_errors=True)
+  with pytest.raises(errors.DataError, match=f"person id {pid} is listed in .*"
+                     f"test_id.txt but has no images"):
+    readers.read_sysu(sysu_copy, "test")
+
+
+def test_regdb_missing_idx_file(regdb_copy):
+  os.remove(f"{regdb_copy}/idx/test_thermal_4.txt")
+  with pytest.raises(errors.DataError, match="idx/test_thermal_4.txt is missing"):
+    readers.read_regdb(regdb_copy, "test", 4)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("Visible/1/v_0001_01.bmp", "line 2 is malformed"),
+    ("Visible/1/v_0001_01.bmp one", "line 2 is malformed"),
+    ("Thermal/1/t_0001_01.bmp 0", "is not of the form 'Visible/<numeric id>/<file>'"),
+    ("Visible/1/missing.bmp 0", "line 2: image .*missing.bmp does not exist"),
+])
+def test_regdb_malformed_idx_line(regdb_copy, line, message):
+  path = f"{regdb_copy}/idx/train_visible_1.txt"
+  with open(path) as f:
+    lines = f.read().splitlines()
+  lines.insert(1, line)
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with pytest.raises(errors.DataError, match="train_visible_1.txt.*" + message):
+    readers.read_regdb(regdb_copy, "train", 1)
+
+
+def test_regdb_contradicting_labels(regdb_copy):
+  path = f"{regdb_copy}/idx/train_visible_1.txt"
+  with open(path) as f:
+    lines = f.read().splitlines()
+  rel, label = lines[0].split()
+  lines[1] = f"{lines[1].split()[0]} {int(label) + 1}"
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with pytest.raises(errors.DataError, match="line 2: label .* contradicts"):
+    readers.read_regdb(regdb_copy, "train", 1)
