@@ -8,7 +8,7 @@ validation error can name the flag to fix.
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Tuple
 
 from jsia_tf import errors
 
@@ -113,3 +113,49 @@ def load(cls, path: str):
   except json.JSONDecodeError as e:
     raise errors.ConfigError(f"config file {path} is not valid JSON: {e}") from None
   return from_dict(cls, values, source=path)
+
+
+EVAL_PROTOCOLS = ("sysu", "regdb")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What `python -m jsia_tf.evaluate` evaluates and how.
+
+  Empty `mode` / `direction` and `shots=0` mean "every setting".
+  """
+
+  features: Tuple[str, ...] = ()
+  protocol: str = "sysu"
+  mode: str = ""
+  shots: int = 0
+  perm_file: str = ""
+  distance: str = "cosine"
+  direction: str = ""
+  num_trials: int = 10
+  max_rank: int = 20
+  output_json: str = ""
+
+  def __post_init__(self):
+    require(len(self.features) >= 1, "features", ",".join(self.features),
+            "one or more .npz features files")
+    require(self.protocol in EVAL_PROTOCOLS, "protocol", self.protocol, "sysu or regdb")
+    require(self.mode in ("", "all", "indoor"), "mode", self.mode, "all or indoor")
+    require(self.shots in (0, 1, 10), "shots", self.shots, "1 or 10")
+    require(self.distance in ("cosine", "euclidean"), "distance", self.distance,
+            "cosine or euclidean")
+    require(self.direction in ("", "v2t", "t2v"), "direction", self.direction,
+            "v2t or t2v")
+    require(1 <= self.num_trials <= 10, "num_trials", self.num_trials,
+            "an integer in 1..10")
+    require(self.max_rank >= 20, "max_rank", self.max_rank,
+            "an integer >= 20 (R20 is reported)")
+    if self.protocol == "sysu":
+      require(len(self.features) == 1, "features", ",".join(self.features),
+              "one file for SYSU-MM01 (its 10 trials are gallery draws); several "
+              "files, one per trained trial, are for RegDB")
+      require(not self.direction, "direction", self.direction,
+              "no --direction with --protocol=sysu")
+    else:
+      require(not (self.mode or self.shots or self.perm_file), "mode", self.mode,
+              "no --mode, --shots or --perm_file with --protocol=regdb")

@@ -13,7 +13,12 @@ MODALITY_NAMES = {RGB: "rgb", IR: "ir"}
 SYSU_CAMERAS = (1, 2, 3, 4, 5, 6)
 SYSU_RGB_CAMERAS = (1, 2, 4, 5)
 SYSU_IR_CAMERAS = (3, 6)
-SYSU_INDOOR_CAMERAS = (1, 2, 3)  # cam 6 is outdoor IR; indoor search uses RGB cams 1, 2
+# Search modes of the SYSU-MM01 protocol: queries are the IR images of cams 3 and 6
+# in both modes; the gallery is RGB cams 1, 2, 4, 5 (all) or 1, 2 (indoor).
+SYSU_GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+SYSU_QUERY_CAMERAS = (3, 6)
+# Cam-3 queries never see cam-2 gallery images (both at the same indoor location).
+SYSU_EXCLUDED_PAIR = (3, 2)
 SYSU_SPLIT_FILES = ("train", "val", "test", "available")
 
 # RegDB has one visible and one thermal camera; we number them as cameras 1 and 2.

@@ -1,0 +1,39 @@
+"""Flags of `python -m jsia_tf.evaluate`."""
+
+from absl import flags
+
+from flags import common
+from jsia_tf import config as config_lib
+
+
+def define_eval_flags(flag_values=flags.FLAGS):
+  """Defines the evaluator's flags; defaults come from `EvalConfig`."""
+  flags.DEFINE_list("features", None, "Features file(s) (.npz). SYSU-MM01: one file; "
+                    "RegDB: one file per trained trial, averaged.",
+                    flag_values=flag_values)
+  flags.DEFINE_enum("protocol", "sysu", list(config_lib.EVAL_PROTOCOLS),
+                    "Evaluation protocol.", flag_values=flag_values)
+  flags.DEFINE_enum("mode", "", ["", "all", "indoor"],
+                    "SYSU-MM01 search mode; empty: both.", flag_values=flag_values)
+  flags.DEFINE_integer("shots", 0, "SYSU-MM01 gallery shots (1 or 10); 0: both.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("perm_file", "", "Official rand_perm_cam.mat for the SYSU-MM01 "
+                      "gallery draws; empty: numpy default_rng(trial).",
+                      flag_values=flag_values)
+  flags.DEFINE_enum("distance", "cosine", ["cosine", "euclidean"],
+                    "Distance between features.", flag_values=flag_values)
+  flags.DEFINE_enum("direction", "", ["", "v2t", "t2v"],
+                    "RegDB query->gallery direction; empty: both.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("num_trials", 10, "SYSU-MM01 gallery draws (1..10).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("max_rank", 20, "Length of the CMC curve.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output_json", "", "Also write the report here (JSON).",
+                      flag_values=flag_values)
+  flags.mark_flag_as_required("features", flag_values=flag_values)
+
+
+def eval_config_from_flags(flag_values=flags.FLAGS) -> config_lib.EvalConfig:
+  """The `EvalConfig` of the parsed flags."""
+  return common.config_from_flags(config_lib.EvalConfig, flag_values)

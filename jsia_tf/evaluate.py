@@ -1,0 +1,33 @@
+"""Evaluates a features file under the SYSU-MM01 or RegDB protocol.
+
+  python -m jsia_tf.evaluate --features=test.npz --protocol=sysu \
+      [--mode=all|indoor] [--shots=1|10] [--perm_file=rand_perm_cam.mat] \
+      [--distance=cosine|euclidean] [--output_json=FILE]
+  python -m jsia_tf.evaluate --features=trial1.npz,...,trial10.npz --protocol=regdb \
+      [--direction=v2t|t2v]
+"""
+
+import json
+import os
+
+from flags import eval_flags
+from jsia_tf import cli
+from jsia_tf.evaluation import report as report_lib
+
+
+def main(argv):
+  """Entry point: flags -> EvalConfig -> report -> table (and JSON)."""
+  del argv
+  cfg = eval_flags.eval_config_from_flags()
+  report = report_lib.evaluate(cfg)
+  print(report_lib.format_table(report))
+  if cfg.output_json:
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.output_json)), exist_ok=True)
+    with open(cfg.output_json, "w") as f:
+      json.dump(report, f, indent=2)
+    print(f"wrote {cfg.output_json}")
+
+
+if __name__ == "__main__":
+  eval_flags.define_eval_flags()
+  cli.run(main)

@@ -1,0 +1,1 @@
+"""Evaluation protocols of SYSU-MM01 and RegDB, in pure numpy (no TensorFlow needed)."""

@@ -1,0 +1,100 @@
+"""The features file: embeddings of a test set and what identifies each image.
+
+A `.npz` with arrays of equal length N:
+  features  float [N, D]  embeddings (any scale; distances normalise as configured)
+  ids       int   [N]     the data set's person ids (not relabelled)
+  cams      int   [N]     camera numbers (SYSU-MM01 1..6; RegDB 1 visible, 2 thermal)
+  frames    int   [N]     index within the sorted images of its (camera, id): the
+                          index the official rand_perm_cam.mat uses (there 1-based)
+  modality  int   [N]     0 RGB / visible, 1 IR / thermal
+and optionally `paths` (str [N]). Written by feature extraction, read by
+`python -m jsia_tf.evaluate`, so results can be recomputed without a model.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+
+from jsia_tf import errors
+
+REQUIRED = ("features", "ids", "cams", "frames", "modality")
+
+
+@dataclasses.dataclass
+class FeatureSet:
+  """Embeddings and labels of a set of images (see the module docstring)."""
+
+  features: np.ndarray
+  ids: np.ndarray
+  cams: np.ndarray
+  frames: np.ndarray
+  modality: np.ndarray
+  paths: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    self.features = np.asarray(self.features)
+    for name in REQUIRED[1:]:
+      setattr(self, name, np.asarray(getattr(self, name)).astype(np.int64))
+    if self.features.ndim != 2:
+      raise errors.DataError(f"features must be 2-D [N, D], got shape "
+                             f"{self.features.shape}")
+    n = len(self.features)
+    for name in REQUIRED[1:] + (("paths",) if self.paths is not None else ()):
+      shape = np.shape(getattr(self, name))
+      if shape != (n,):
+        raise errors.DataError(f"{name} has shape {shape} but features has {n} rows: "
+                               f"every array must have one entry per image")
+    if not np.all(np.isfinite(self.features)):
+      raise errors.DataError("features contain NaN or Inf")
+
+  def select(self, mask) -> "FeatureSet":
+    """The rows `mask` (boolean or indices) as a new set."""
+    return FeatureSet(**{f.name: (None if getattr(self, f.name) is None else
+                                  getattr(self, f.name)[mask])
+                         for f in dataclasses.fields(self)})
+
+
+def save(path: str, feature_set: FeatureSet) -> None:
+  """Writes `feature_set` to `path` (.npz), atomically."""
+  arrays = {name: getattr(feature_set, name) for name in REQUIRED}
+  if feature_set.paths is not None:
+    arrays["paths"] = np.asarray(feature_set.paths, str)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def load(path: str) -> FeatureSet:
+  """Reads and validates a features file; `DataError` names the file and the fault."""
+  if not os.path.isfile(path):
+    raise errors.DataError(f"features file {path} does not exist")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+  except (OSError, ValueError) as e:
+    raise errors.DataError(f"features file {path} is not a readable .npz ({e})") from None
+  missing = [k for k in REQUIRED if k not in arrays]
+  if missing:
+    raise errors.DataError(f"features file {path} lacks {', '.join(missing)} (expected "
+                           f"arrays {', '.join(REQUIRED)}[, paths])")
+  try:
+    return FeatureSet(**{k: arrays[k] for k in REQUIRED}, paths=arrays.get("paths"))
+  except errors.DataError as e:
+    raise errors.DataError(f"features file {path}: {e}") from None
+
+
+def distance_matrix(query: np.ndarray, gallery: np.ndarray, distance: str) -> np.ndarray:
+  """[Q, G] float64 distances: "cosine" (1 - cosine similarity of L2-normalised
+  features, Eq. 17) or "euclidean"."""
+  q = np.asarray(query, np.float64)
+  g = np.asarray(gallery, np.float64)
+  if distance == "cosine":
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return 1.0 - q @ g.T
+  if distance == "euclidean":
+    squared = (q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * q @ g.T
+    return np.sqrt(np.maximum(squared, 0.0))
+  raise errors.DataError(f"unknown distance {distance!r}; expected cosine or euclidean")
