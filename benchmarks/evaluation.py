@@ -18,7 +18,6 @@ import time
 import numpy as np
 from absl import app
 from absl import flags
-from scipy import io as scipy_io
 
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
@@ -39,12 +38,7 @@ _LOOP_TRIALS = flags.DEFINE_integer("loop_trials", 10,
 
 def sysu_shaped_features(split_dir, dim, seed=0):
   """Random features laid out exactly like the SYSU-MM01 test set."""
-  perm = protocols.PermFile(os.path.join(split_dir, "rand_perm_cam.mat"))
-  test_ids = scipy_io.loadmat(os.path.join(split_dir, "test_id.mat"))["id"].ravel()
-  rows = [(pid, cam, frame) for cam in range(1, 7) for pid in test_ids.tolist()
-          if perm.get(cam, pid) is not None
-          for frame in range(perm.get(cam, pid).shape[1])]
-  rows = np.array(rows)
+  perm, rows = protocols.official_test_layout(split_dir)
   rng = np.random.default_rng(seed)
   return perm, features_lib.FeatureSet(
       features=rng.standard_normal((len(rows), dim)).astype(np.float32),

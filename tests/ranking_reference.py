@@ -27,5 +27,7 @@ def reference_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol, max_rank=
     else:
       rank = hit_ranks[0]
     cmcs.append([1.0 if rank <= r else 0.0 for r in range(1, max_rank + 1)])
+  if not cmcs:
+    return None, None, None, 0, skipped
   return (np.mean(cmcs, axis=0), float(np.mean(aps)), float(np.mean(inps)),
           len(cmcs), skipped)

@@ -11,6 +11,7 @@ RegDB: per trained model (one per trial), visible->thermal (`v2t`: visible queri
 thermal gallery) or thermal->visible (`t2v`), every test image, no camera filter.
 """
 
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,9 +34,11 @@ class PermFile:
 
   def __init__(self, path: str):
     self.path = path
+    if not os.path.isfile(path):
+      raise errors.DataError(f"perm file {path} does not exist")
     try:
       mat = scipy_io.loadmat(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, scipy_io.matlab.MatReadError) as e:
       raise errors.DataError(f"perm file {path} is not a readable .mat file ({e})") from None
     cells = mat.get("rand_perm_cam")
     if cells is None or cells.dtype != object or cells.shape[0] != 6:
@@ -51,6 +54,22 @@ class PermFile:
       return None
     entry = np.asarray(per_pid[pid - 1, 0])
     return entry.astype(np.int64) if entry.size else None
+
+
+def official_test_layout(split_dir: str) -> Tuple[PermFile, np.ndarray]:
+  """The official perm file of `split_dir` and the (id, cam, frame) rows [N, 3] of
+  the real SYSU-MM01 test set as `test_id.mat` and `rand_perm_cam.mat` describe it
+  (every image of every test id, in camera, id, frame order)."""
+  perm = PermFile(f"{split_dir}/rand_perm_cam.mat")
+  path = f"{split_dir}/test_id.mat"
+  try:
+    test_ids = scipy_io.loadmat(path)["id"].ravel().astype(np.int64)
+  except (OSError, ValueError, KeyError, scipy_io.matlab.MatReadError) as e:
+    raise errors.DataError(f"{path} is not the official test_id.mat ({e})") from None
+  rows = [(pid, cam, frame) for cam in layouts.SYSU_CAMERAS for pid in test_ids.tolist()
+          if perm.get(cam, pid) is not None
+          for frame in range(perm.get(cam, pid).shape[1])]
+  return perm, np.array(rows, np.int64)
 
 
 def sysu_split(feats: features_lib.FeatureSet, mode: str) -> Tuple[np.ndarray, np.ndarray]:

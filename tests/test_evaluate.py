@@ -1,0 +1,140 @@
+"""Feature extraction and the `python -m jsia_tf.evaluate` command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf.data import pipeline
+from jsia_tf.data import readers
+from jsia_tf.data import table as table_lib
+from jsia_tf.evaluation import extract
+from jsia_tf.evaluation import features as features_lib
+
+from conftest import REPO
+
+
+def _tiny_model():
+  keras.utils.set_random_seed(0)
+  return keras.Sequential([keras.Input((32, 16, 3)), keras.layers.Conv2D(4, 3),
+                           keras.layers.GlobalAveragePooling2D()])
+
+
+def test_extract_embeds_every_test_image_once_in_order(sysu_dir):
+  model = _tiny_model()
+  calls = []
+
+  def embed(x):
+    calls.append(int(x.shape[0]))
+    return model(x)
+
+  cfg = config_lib.DataConfig(data_dir=sysu_dir, image_height=32, image_width=16)
+  feats = extract.extract_test_features(embed, cfg, batch_size=16)
+  records = readers.read_sysu(sysu_dir, "test")
+  assert sum(calls) == len(records) == len(feats.features)
+  assert [r.path for r in records] == list(feats.paths)
+  np.testing.assert_array_equal(feats.ids, [r.pid for r in records])
+  np.testing.assert_array_equal(feats.frames, [r.frame for r in records])
+  table = table_lib.load_images(records, readers.relabel([r.pid for r in records]))
+
+  def image(i):
+    return pipeline.to_model_range(pipeline.decode(tf.constant(table.encoded[i]),
+                                                   (32, 16)))[None]
+
+  np.testing.assert_allclose(feats.features[5], model(image(5))[0], atol=1e-5)
+  flipped = extract.extract_features(model, table.select(np.arange(3)), cfg,
+                                     flip_average=True)
+  mirror = model(tf.image.flip_left_right(image(2)))[0]
+  np.testing.assert_allclose(flipped.features[2], (feats.features[2] + mirror) / 2,
+                             atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def features_file(sysu_dir, tmp_path_factory):
+  records = readers.read_sysu(sysu_dir, "test")
+  rng = np.random.default_rng(0)
+  ids = np.array([r.pid for r in records])
+  # Features that carry the identity, plus noise: far better than random ranking.
+  centres = rng.standard_normal((ids.max() + 1, 16))
+  feats = features_lib.FeatureSet(
+      features=centres[ids] + 0.8 * rng.standard_normal((len(ids), 16)), ids=ids,
+      cams=[r.camera for r in records], frames=[r.frame for r in records],
+      modality=[r.modality for r in records])
+  path = str(tmp_path_factory.mktemp("feats") / "test.npz")
+  features_lib.save(path, feats)
+  return path
+
+
+def _run(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "jsia_tf.evaluate", *args], cwd=REPO,
+                        capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_table_and_json(features_file, tmp_path):
+  out = str(tmp_path / "report.json")
+  result = _run(f"--features={features_file}", f"--output_json={out}")
+  assert result.returncode == 0, result.stderr
+  for name in ("all-search single-shot", "all-search multi-shot",
+               "indoor-search single-shot", "indoor-search multi-shot"):
+    assert name in result.stdout
+  for column in ("R1", "R10", "R20", "mAP", "mINP"):
+    assert column in result.stdout.splitlines()[0]
+  with open(out) as f:
+    report = json.load(f)
+  single = report["settings"]["all-search single-shot"]
+  assert single["num_trials"] == 10 and len(single["trials"]) == 10
+  assert single["mean"]["R1"] == pytest.approx(np.mean([t["R1"] for t in single["trials"]]))
+  assert single["mean"]["R1"] > 0.5  # identity-carrying features rank well
+  assert report["config"]["distance"] == "cosine"
+  assert report["gallery_draws"] == "numpy default_rng(trial)"
+  one = _run(f"--features={features_file}", "--mode=indoor", "--shots=10",
+             "--num_trials=3")
+  assert one.returncode == 0, one.stderr
+  assert "indoor-search multi-shot" in one.stdout and "all-search" not in one.stdout
+
+
+def test_cli_regdb_several_trials(regdb_dir, tmp_path):
+  records = readers.read_regdb(regdb_dir, "test", 1)
+  paths = []
+  for trial in range(2):
+    rng = np.random.default_rng(trial)
+    feats = features_lib.FeatureSet(
+        features=rng.standard_normal((len(records), 8)), ids=[r.pid for r in records],
+        cams=[r.camera for r in records], frames=[r.frame for r in records],
+        modality=[r.modality for r in records])
+    paths.append(str(tmp_path / f"trial{trial}.npz"))
+    features_lib.save(paths[-1], feats)
+  result = _run(f"--features={','.join(paths)}", "--protocol=regdb")
+  assert result.returncode == 0, result.stderr
+  assert "visible->thermal" in result.stdout and "thermal->visible" in result.stdout
+  assert "over 2 trial(s)" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--features=/no/such.npz"], "features file /no/such.npz does not exist"),
+    (["--features=X.npz", "--shots=5"], "--shots=5 is invalid: expected 1 or 10"),
+    (["--features=X.npz", "--protocol=regdb", "--mode=all"], "no --mode, --shots"),
+    (["--features=a.npz,b.npz"], "one file for SYSU-MM01"),
+])
+def test_cli_bad_input(args, message):
+  result = _run(*args)
+  assert result.returncode == 2 and message in result.stderr, result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_cli_unknown_protocol_and_unfit_perm_file(features_file):
+  result = _run(f"--features={features_file}", "--protocol=market")
+  assert result.returncode != 0 and "--protocol" in result.stderr
+  assert "sysu" in result.stderr and "regdb" in result.stderr
+  perm = os.path.join(REPO, "..", "shared", "data", "sysu_mm01_eval",
+                      "rand_perm_cam.mat")
+  result = _run(f"--features={features_file}", f"--perm_file={perm}")
+  assert result.returncode == 2 and "does not fit the features" in result.stderr
+  assert "Traceback" not in result.stderr
