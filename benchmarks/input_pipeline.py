@@ -18,9 +18,8 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf.data import pipeline
-from jsia_tf.data import readers
 from jsia_tf.data import synthetic
-from jsia_tf.data import table as table_lib
+from jsia_tf.data import tfrecords
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "SYSU-layout data set; default: "
                                 "generate the demo set in a temporary directory.")
@@ -47,8 +46,7 @@ def main(argv):
       data_dir = os.path.join(tmp, "sysu")
       synthetic.generate(synthetic.SyntheticConfig(output_dir=data_dir),
                          log=lambda _: None)
-    records = readers.read_sysu(data_dir, "train")
-    table = table_lib.load_images(records, readers.relabel([r.pid for r in records]))
+    table = tfrecords.load_split(config_lib.DataConfig(data_dir=data_dir), "train")
     results = {}
     variants = {
         "flip": {},

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import readers
 from jsia_tf.data import table as table_lib
@@ -115,3 +116,22 @@ def test_cli_corrupt_image(sysu_copy, tmp_path):
                  f"--data_dir={sysu_copy}", f"--output_dir={tmp_path}"])
   assert result.returncode == 0, result.stderr
   assert "skipped 1 corrupt image(s)" in result.stderr
+
+
+def test_load_split_reads_tfrecords_or_files_alike(sysu_dir, regdb_dir, tmp_path):
+  tfrecords.build("sysu", sysu_dir, str(tmp_path / "sysu"))
+  from_files = tfrecords.load_split(config_lib.DataConfig(data_dir=sysu_dir), "train")
+  from_records = tfrecords.load_split(
+      config_lib.DataConfig(tfrecord_dir=str(tmp_path / "sysu")), "train")
+  assert list(from_files.encoded) == list(from_records.encoded)
+  np.testing.assert_array_equal(from_files.label, from_records.label)
+  with pytest.raises(errors.DataError, match="was built for dataset 'sysu' trial None, "
+                     "but --dataset='regdb' --trial=1 was asked for"):
+    tfrecords.load_split(config_lib.DataConfig(
+        dataset="regdb", tfrecord_dir=str(tmp_path / "sysu")), "train")
+  tfrecords.build("regdb", regdb_dir, str(tmp_path / "regdb"), trial=2)
+  with pytest.raises(errors.DataError, match="trial 2, but --dataset='regdb' --trial=3"):
+    tfrecords.load_split(config_lib.DataConfig(
+        dataset="regdb", trial=3, tfrecord_dir=str(tmp_path / "regdb")), "test")
+  with pytest.raises(errors.ConfigError, match="--data_dir='' is invalid"):
+    tfrecords.load_split(config_lib.DataConfig(), "train")

@@ -127,3 +127,26 @@ def load_table(tfrecord_dir: str, split: str) -> table_lib.ImageTable:
   return table_lib.make_table(
       list(cat["image"]), [p.decode("utf-8") for p in cat["path"]],
       **{k: cat[k] for k in table_lib.INT_FIELDS})
+
+
+def load_split(cfg, split: str) -> table_lib.ImageTable:
+  """The `split` of the data set of `cfg` (a `DataConfig`): from the TFRecords of
+  `cfg.tfrecord_dir` when set, else from the image files of `cfg.data_dir`.
+
+  TFRecords built from another data set or RegDB trial are refused.
+  """
+  if cfg.tfrecord_dir:
+    manifest = read_manifest(cfg.tfrecord_dir)
+    built = (manifest.get("dataset"), manifest.get("trial"))
+    wanted = (cfg.dataset, cfg.trial if cfg.dataset == "regdb" else None)
+    if built != wanted:
+      raise errors.DataError(
+          f"{os.path.join(cfg.tfrecord_dir, MANIFEST)} was built for dataset "
+          f"{built[0]!r} trial {built[1]}, but --dataset={cfg.dataset!r}"
+          f"{f' --trial={cfg.trial}' if cfg.dataset == 'regdb' else ''} was asked for")
+    return load_table(cfg.tfrecord_dir, split)
+  if not cfg.data_dir:
+    raise errors.ConfigError("--data_dir='' is invalid: expected the data set's root "
+                             "directory (or --tfrecord_dir)")
+  records = readers.read_dataset(cfg.dataset, cfg.data_dir, split, cfg.trial)
+  return table_lib.load_images(records, readers.relabel([r.pid for r in records]))

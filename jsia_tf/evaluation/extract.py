@@ -14,7 +14,7 @@ from absl import logging
 
 from jsia_tf import config as config_lib
 from jsia_tf.data import pipeline
-from jsia_tf.data import readers
+from jsia_tf.data import tfrecords
 from jsia_tf.data import table as table_lib
 from jsia_tf.evaluation import features as features_lib
 
@@ -50,8 +50,7 @@ def extract_features(embed: Embed, table: table_lib.ImageTable,
 
 def extract_test_features(embed: Embed, data_cfg: config_lib.DataConfig,
                           **kwargs) -> features_lib.FeatureSet:
-  """Embeds the test split of `data_cfg`'s data set (RegDB: its trial)."""
-  records = readers.read_dataset(data_cfg.dataset, data_cfg.data_dir, "test",
-                                 data_cfg.trial)
-  table = table_lib.load_images(records, readers.relabel([r.pid for r in records]))
-  return extract_features(embed, table, data_cfg, **kwargs)
+  """Embeds the test split of `data_cfg`'s data set (RegDB: its trial), read from
+  its TFRecords when `data_cfg.tfrecord_dir` is set, else from the image files."""
+  return extract_features(embed, tfrecords.load_split(data_cfg, "test"), data_cfg,
+                          **kwargs)
