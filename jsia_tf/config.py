@@ -159,3 +159,96 @@ class EvalConfig:
     else:
       require(not (self.mode or self.shots or self.perm_file), "mode", self.mode,
               "no --mode, --shots or --perm_file with --protocol=regdb")
+
+
+BACKBONES = ("resnet50", "small")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of the three modules (G, V, F) and the re-id trunk.
+
+  The generation module works at half the re-id image size (the paper: 128x64 for
+  256x128); the content encoder upsamples back to the re-id size, as the authors'
+  code does, so that E_i is exactly the trunk's stem + stage 1.
+  """
+
+  preset: str = "demo"
+  image_height: int = 128
+  image_width: int = 64
+  backbone: str = "small"
+  # "small" backbone: stem width = widths[0]; stage i has blocks[i] basic blocks.
+  small_widths: Tuple[int, ...] = (32, 64, 128, 256)
+  small_blocks: Tuple[int, ...] = (1, 1, 1, 1)
+  # A local ImageNet weights file for ResNet-50, "imagenet" (needs network), or ""
+  # for random initialisation.
+  backbone_weights: str = ""
+  style_dim: int = 32
+  style_channels: int = 16  # first style-encoder conv; then x2, x4, x4, x4
+  mlp_dim: int = 64
+  dis_channels: int = 16  # 4x4 s2 convs: c, 2c, 4c, 8c
+  dis_scales: int = 2
+  latent_channels: int = 16
+  num_stripes: int = 6
+  grey_input: bool = True
+  share_sl: bool = True
+  seed: int = 0
+
+  def __post_init__(self):
+    require(self.preset in PRESETS, "preset", self.preset, f"one of {sorted(PRESETS)}")
+    require(self.backbone in BACKBONES, "backbone", self.backbone,
+            f"one of {', '.join(BACKBONES)}")
+    for name in ("image_height", "image_width"):
+      value = getattr(self, name)
+      require(value >= 16 and value % 16 == 0, name, value,
+              "a multiple of 16 (the trunk downsamples by 16, the G module works at "
+              "half size)")
+    require(len(self.small_widths) == 4 and all(w > 0 for w in self.small_widths),
+            "small_widths", self.small_widths, "4 positive widths")
+    require(len(self.small_blocks) == 4 and all(b > 0 for b in self.small_blocks),
+            "small_blocks", self.small_blocks, "4 positive block counts")
+    for name in ("style_dim", "style_channels", "mlp_dim", "dis_channels",
+                 "latent_channels", "num_stripes", "dis_scales"):
+      value = getattr(self, name)
+      require(isinstance(value, int) and value > 0, name, value, "a positive integer")
+    require(self.num_stripes <= self.image_height // 16, "num_stripes",
+            self.num_stripes, f"at most the {self.image_height // 16} rows of the "
+            f"trunk's output map")
+    require(not self.backbone_weights or self.backbone == "resnet50", "backbone_weights",
+            self.backbone_weights, "no weights file for the small backbone (ImageNet "
+            "weights exist for --backbone=resnet50 only)")
+
+  @property
+  def image_size(self) -> Tuple[int, int]:
+    """(height, width) of re-id images."""
+    return (self.image_height, self.image_width)
+
+  @property
+  def gen_size(self) -> Tuple[int, int]:
+    """(height, width) of the generation module's images: half the re-id size."""
+    return (self.image_height // 2, self.image_width // 2)
+
+
+# Preset -> the ModelConfig fields it sets (flags may override any of them).
+PRESETS = {
+    # ../shared/SPEC.md numbers: ResNet-50 (last stride 1), 256x128, style 128.
+    "paper": dict(image_height=256, image_width=128, backbone="resnet50", style_dim=128,
+                  style_channels=32, mlp_dim=256, dis_channels=32, latent_channels=64,
+                  num_stripes=6),
+    # Trains for real on 2 CPU cores in minutes on the generated data set.
+    "demo": dict(image_height=128, image_width=64, backbone="small",
+                 small_widths=(32, 64, 128, 256), small_blocks=(1, 1, 1, 1),
+                 style_dim=32, style_channels=16, mlp_dim=64, dis_channels=16,
+                 latent_channels=16, num_stripes=6),
+    # For tests: a few seconds per step.
+    "tiny": dict(image_height=64, image_width=32, backbone="small",
+                 small_widths=(8, 16, 24, 32), small_blocks=(1, 1, 1, 1), style_dim=8,
+                 style_channels=4, mlp_dim=16, dis_channels=4, latent_channels=4,
+                 num_stripes=4),
+}
+
+
+def model_config(preset: str, **overrides) -> ModelConfig:
+  """The ModelConfig of `preset` with `overrides` applied."""
+  require(preset in PRESETS, "preset", preset, f"one of {sorted(PRESETS)}")
+  return ModelConfig(preset=preset, **{**PRESETS[preset], **overrides})

@@ -1,0 +1,53 @@
+"""Flags of the model (a preset plus overrides) and of the loss weights (Eq. 16)."""
+
+import dataclasses
+
+from absl import flags
+
+from jsia_tf import config as config_lib
+from jsia_tf import losses
+
+# Flags that override a preset's value only when given (None = the preset's).
+_OVERRIDES = {
+    "backbone_weights": (flags.DEFINE_string,
+                         "ResNet-50 ImageNet weights: a local "
+                         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5, or "
+                         "'imagenet' (needs network); empty: random init."),
+    "share_sl": (flags.DEFINE_bool, "Share E_sl with the content encoder E_i (set-level "
+                 "alignment); false is Table 3's 'no SL'."),
+    "grey_input": (flags.DEFINE_bool, "Feed the re-id trunk grey images (luma x 3), as "
+                   "the authors' code does."),
+    "num_stripes": (flags.DEFINE_integer, "Horizontal stripes of Eq. (12)."),
+    "style_dim": (flags.DEFINE_integer, "Length of the style codes."),
+}
+
+
+def define_model_flags(flag_values=flags.FLAGS):
+  """--preset and the model fields a user may override."""
+  flags.DEFINE_enum("preset", "demo", sorted(config_lib.PRESETS),
+                    "Model sizes: paper (ResNet-50, 256x128), demo (small, trains on 2 "
+                    "CPU cores in minutes), tiny (tests).", flag_values=flag_values)
+  for name, (define, help_text) in _OVERRIDES.items():
+    define(name, None, help_text + " Default: the preset's.", flag_values=flag_values)
+
+
+def model_config_from_flags(flag_values=flags.FLAGS, **overrides) -> config_lib.ModelConfig:
+  """The ModelConfig of --preset with the given overrides."""
+  given = {name: flag_values[name].value for name in _OVERRIDES
+           if flag_values[name].value is not None}
+  given.update(overrides)
+  return config_lib.model_config(flag_values.preset, **given)
+
+
+def define_loss_flags(flag_values=flags.FLAGS):
+  """--lambda_<term> for every term of Eq. (16); 0 switches a term off."""
+  for field in dataclasses.fields(losses.LossWeights):
+    flags.DEFINE_float(field.name, field.default,
+                       f"Weight of the {field.name[len('lambda_'):]} loss term; 0 = off.",
+                       flag_values=flag_values)
+
+
+def loss_weights_from_flags(flag_values=flags.FLAGS) -> losses.LossWeights:
+  """The LossWeights of the parsed flags."""
+  return losses.LossWeights(**{f.name: flag_values[f.name].value
+                               for f in dataclasses.fields(losses.LossWeights)})

@@ -1,0 +1,203 @@
+"""F, the feature alignment module (paper Sec. 3.3): the re-id trunk split into the
+set-level encoder E_sl (stem + stage 1, shared with the content encoder E_i) and the
+instance-level encoder E_il (stages 2-4), the BN-neck, the global classifier C and
+the stripe classifiers C_n of Eq. (12).
+
+Trunks: ResNet-50 (the `paper` preset) is Keras's own `keras.applications.ResNet50`
+with last stride 1, so its parameter count and ImageNet weights file are Keras's; a
+small ResNet of basic blocks (the `demo` and `tiny` presets) has the same split.
+"""
+
+import os
+import socket
+from typing import Dict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+
+RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+RESNET50_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                        "resnet/" + RESNET50_WEIGHTS_FILE)
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class TrunkInput(keras.layers.Layer):
+  """Images in [-1, 1] (RGB) -> the trunk's input: optionally grey (luma replicated to
+  3 channels, as the authors feed the re-id trunk at train and test time), then the
+  normalisation of the backbone's weights (ResNet-50 ImageNet: caffe-style BGR minus
+  mean on 0..255; the small trunk: unchanged [-1, 1])."""
+
+  def __init__(self, grey: bool, caffe: bool, **kwargs):
+    super().__init__(**kwargs)
+    self.grey, self.caffe = grey, caffe
+
+  def call(self, x):
+    if self.grey:
+      luma = tf.reduce_sum(x * tf.constant(_LUMA, x.dtype), axis=-1, keepdims=True)
+      x = tf.tile(luma, [1, 1, 1, 3])
+    if self.caffe:
+      x = (x + 1.0) * 127.5
+      x = x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN, x.dtype)
+    return x
+
+  def get_config(self):
+    return {**super().get_config(), "grey": self.grey, "caffe": self.caffe}
+
+
+def resolve_resnet50_weights(spec: str) -> str:
+  """A local path for `--backbone_weights` (a path, or "imagenet"); fails fast.
+
+  "imagenet" uses Keras's cache when the file is there, else needs the network: a
+  3-second connection probe, not a download that hangs, decides.
+  """
+  if spec != "imagenet":
+    if not os.path.isfile(spec):
+      raise errors.ConfigError(
+          f"--backbone_weights={spec!r}: file not found (expected the Keras ResNet-50 "
+          f"ImageNet weights {RESNET50_WEIGHTS_FILE}, from {RESNET50_WEIGHTS_URL})")
+    return spec
+  cached = os.path.join(os.path.expanduser("~"), ".keras", "models",
+                        RESNET50_WEIGHTS_FILE)
+  if os.path.isfile(cached):
+    return cached
+  try:
+    socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+  except OSError:
+    raise errors.ConfigError(
+        f"--backbone_weights=imagenet needs {RESNET50_WEIGHTS_FILE}, which is not in "
+        f"{os.path.dirname(cached)} and cannot be downloaded here (no network). "
+        f"Download it from {RESNET50_WEIGHTS_URL} and pass --backbone_weights=PATH, or "
+        f"put it at {cached}") from None
+  return keras.utils.get_file(RESNET50_WEIGHTS_FILE, RESNET50_WEIGHTS_URL,
+                              cache_subdir="models")
+
+
+def _resnet50(cfg: config_lib.ModelConfig) -> keras.Model:
+  """Keras's ResNet-50 without top, with the last stride set to 1 (stage 5's first
+  block strides in its 1x1 conv and its shortcut), ImageNet weights if asked."""
+  weights = resolve_resnet50_weights(cfg.backbone_weights) if cfg.backbone_weights else None
+  base = keras.applications.ResNet50(include_top=False, weights=weights,
+                                     input_shape=cfg.image_size + (3,))
+  model_config = base.get_config()
+  for layer in model_config["layers"]:
+    if layer["name"] in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
+      layer["config"]["strides"] = [1, 1]
+  model = keras.Model.from_config(model_config)
+  model.set_weights(base.get_weights())
+  return model
+
+
+def _small_resnet(cfg: config_lib.ModelConfig, name: str) -> keras.Model:
+  """A ResNet of basic blocks: stem (7x7 s2 conv, BN, ReLU, 3x3 s2 max-pool), then
+  four stages; stages 2-3 stride 2, stage 4 stride 1 (last stride 1)."""
+  inputs = keras.Input(cfg.image_size + (3,))
+  w = cfg.small_widths
+  x = keras.layers.Conv2D(w[0], 7, 2, "same", use_bias=False, name="stem_conv")(inputs)
+  x = keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x)
+  x = keras.layers.ReLU(name="stem_relu")(x)
+  x = keras.layers.MaxPooling2D(3, 2, "same", name="stem_pool")(x)
+  for stage, (width, blocks) in enumerate(zip(w, cfg.small_blocks), start=1):
+    for block in range(blocks):
+      stride = 2 if (block == 0 and stage in (2, 3)) else 1
+      prefix = f"stage{stage}_block{block + 1}"
+      shortcut = x
+      if stride != 1 or x.shape[-1] != width:
+        shortcut = keras.layers.Conv2D(width, 1, stride, use_bias=False,
+                                       name=f"{prefix}_down")(x)
+        shortcut = keras.layers.BatchNormalization(epsilon=1e-5,
+                                                   name=f"{prefix}_down_bn")(shortcut)
+      y = keras.layers.Conv2D(width, 3, stride, "same", use_bias=False,
+                              name=f"{prefix}_conv1")(x)
+      y = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{prefix}_bn1")(y)
+      y = keras.layers.ReLU()(y)
+      y = keras.layers.Conv2D(width, 3, 1, "same", use_bias=False,
+                              name=f"{prefix}_conv2")(y)
+      y = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{prefix}_bn2")(y)
+      x = keras.layers.ReLU(name=f"{prefix}_out")(keras.layers.Add()([shortcut, y]))
+  return keras.Model(inputs, x, name=name)
+
+
+def build_trunk(cfg: config_lib.ModelConfig) -> Dict[str, keras.Model]:
+  """The re-id trunk split in two: {"E_sl": images -> M, "E_il": M -> T}.
+
+  E_sl = stem + stage 1 (its output M is the content map of E_i); E_il = stages 2-4.
+  Both take the already converted input of `TrunkInput`.
+  """
+  if cfg.backbone == "resnet50":
+    full, split = _resnet50(cfg), "conv2_block3_out"
+  else:
+    full = _small_resnet(cfg, "small_resnet")
+    split = f"stage1_block{cfg.small_blocks[0]}_out"
+  m = full.get_layer(split).output
+  return {"E_sl": keras.Model(full.input, m, name="E_sl"),
+          "E_il": keras.Model(m, full.output, name="E_il")}
+
+
+def stripe_pool(t: tf.Tensor, num_stripes: int) -> tf.Tensor:
+  """Average pool of n horizontal stripes (adaptive, like PCB): [B, h, w, c] ->
+  [B, n, c]; stripe i covers rows floor(i h / n) .. ceil((i + 1) h / n) - 1."""
+  h = t.shape[1]
+  stripes = []
+  for i in range(num_stripes):
+    start, end = (i * h) // num_stripes, -((-(i + 1) * h) // num_stripes)
+    stripes.append(tf.reduce_mean(t[:, start:end], axis=[1, 2]))
+  return tf.stack(stripes, axis=1)
+
+
+class FeatureModule(keras.Model):
+  """F: E_sl -> E_il -> pooled feature v -> BN-neck f -> classifier C, plus the
+  stripe classifiers C_n on the n stripes of the E_il map T.
+
+  call() returns named tensors: M (E_sl map), T (E_il map), v [B, D] (pre-BN, the
+  triplet's feature), f [B, D] (BN-neck), logits [B, C], stripe_logits [B, n, C].
+  """
+
+  def __init__(self, cfg: config_lib.ModelConfig, num_classes: int, E_sl: keras.Model,
+               E_il: keras.Model, **kwargs):
+    super().__init__(**kwargs)
+    self.cfg, self.num_classes = cfg, num_classes
+    self.trunk_input = TrunkInput(cfg.grey_input, cfg.backbone == "resnet50")
+    self.E_sl, self.E_il = E_sl, E_il
+    self.bn_neck = keras.layers.BatchNormalization(center=False, epsilon=1e-5,
+                                                   name="bn_neck")
+    self.C = keras.layers.Dense(num_classes, use_bias=False, name="C",
+                                kernel_initializer=keras.initializers.RandomNormal(
+                                    stddev=0.001))
+    self.stripe_bn = [keras.layers.BatchNormalization(center=False, epsilon=1e-5,
+                                                      name=f"stripe_bn_{i}")
+                      for i in range(cfg.num_stripes)]
+    self.C_n = [keras.layers.Dense(num_classes, use_bias=False, name=f"C_{i}",
+                                   kernel_initializer=keras.initializers.RandomNormal(
+                                       stddev=0.001))
+                for i in range(cfg.num_stripes)]
+
+  def call(self, x, training=False):
+    m = self.E_sl(self.trunk_input(x), training=training)
+    return self.from_content(m, training=training)
+
+  def from_content(self, m, training=False) -> Dict[str, tf.Tensor]:
+    """The outputs of call() from the E_sl map `m` (to reuse an E_sl pass)."""
+    t = self.E_il(m, training=training)
+    v = tf.reduce_mean(t, axis=[1, 2])
+    f = self.bn_neck(v, training=training)
+    stripes = stripe_pool(t, self.cfg.num_stripes)
+    stripe_logits = tf.stack(
+        [c(bn(stripes[:, i], training=training)) for i, (bn, c) in
+         enumerate(zip(self.stripe_bn, self.C_n))], axis=1)
+    return {"M": m, "T": t, "v": v, "f": f, "logits": self.C(f),
+            "stripe_logits": stripe_logits}
+
+  def embed(self, x, pre_bn: bool = False) -> tf.Tensor:
+    """Eq. (17): the L2-normalised test feature (BN-neck output, or pooled pre-BN)."""
+    out = self(x, training=False)
+    return tf.math.l2_normalize(out["v"] if pre_bn else out["f"], axis=-1)
+
+
+def count_params(model: keras.Model) -> int:
+  """Number of weights (trainable and not) of `model`."""
+  return int(sum(np.prod(w.shape) for w in model.weights))

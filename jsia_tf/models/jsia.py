@@ -1,0 +1,244 @@
+"""The JSIA-ReID model: owns every sub-network of G, V and F and runs the forward
+pass of the paper's Fig. 3 as named tensors.
+
+Sub-networks, with the paper's names: E_i (content encoder) = F.E_sl when share_sl
+(the set-level alignment), E_s_rgb, E_s_ir, D_rgb, D_ir, Dis_rgb, Dis_ir, E_v, D_v,
+and F (E_sl, E_il, BN-neck, C, C_n).
+"""
+
+from typing import Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import losses
+from jsia_tf.models import feature
+from jsia_tf.models import generation
+from jsia_tf.models import variation
+
+
+class JSIA(keras.Model):
+  """All networks of JSIA-ReID for `num_classes` training identities."""
+
+  def __init__(self, model_cfg: config_lib.ModelConfig, num_classes: int, **kwargs):
+    super().__init__(**kwargs)
+    self.model_cfg, self.num_classes = model_cfg, num_classes
+    cfg = model_cfg
+    keras.utils.set_random_seed(cfg.seed)
+    trunk = feature.build_trunk(cfg)
+    # share_sl=False (Table 3 "no SL") gives E_sl weights of its own; E_i keeps the
+    # trunk's stem + stage 1 as the content encoder.
+    self.E_i = trunk["E_sl"]
+    E_sl = self.E_i if cfg.share_sl else feature.build_trunk(cfg)["E_sl"]
+    self.F = feature.FeatureModule(cfg, num_classes, E_sl, trunk["E_il"], name="F")
+    c = self.E_i.output.shape[-1]
+    self.E_s_rgb = generation.StyleEncoder(cfg, name="E_s_rgb")
+    self.E_s_ir = generation.StyleEncoder(cfg, name="E_s_ir")
+    self.D_rgb = generation.Decoder(cfg, c, name="D_rgb")
+    self.D_ir = generation.Decoder(cfg, c, name="D_ir")
+    self.Dis_rgb = generation.MultiScaleDiscriminator(cfg, name="Dis_rgb")
+    self.Dis_ir = generation.MultiScaleDiscriminator(cfg, name="Dis_ir")
+    self.E_v = variation.VariationEncoder(cfg, c, name="E_v")
+    self.D_v = variation.VariationDecoder(c, name="D_v")
+
+  def build(self, input_shape=None):
+    """Builds the weights that call() does not reach: the discriminators."""
+    del input_shape
+    h, w = self.model_cfg.gen_size
+    self.discriminate(tf.zeros([1, h, w, 3]), tf.zeros([1, h, w, 3]))
+    self.built = True
+
+  @property
+  def E_sl(self) -> keras.Model:  # pylint: disable=invalid-name
+    """The set-level encoder of F (the same object as E_i when share_sl)."""
+    return self.F.E_sl
+
+  def get_config(self):
+    return {"model_cfg": config_lib.to_dict(self.model_cfg),
+            "num_classes": self.num_classes, "name": self.name}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(config_lib.from_dict(config_lib.ModelConfig, config["model_cfg"]),
+               config["num_classes"], name=config.get("name"))
+
+  # ---- G -------------------------------------------------------------------------
+
+  def to_gen_size(self, x: tf.Tensor) -> tf.Tensor:
+    """Re-id-size images -> the generation module's size (half)."""
+    return tf.image.resize(x, self.model_cfg.gen_size, method="bilinear",
+                           antialias=True)
+
+  def to_image_size(self, x: tf.Tensor) -> tf.Tensor:
+    """Generation-size images -> re-id size (the authors upsample before E_i)."""
+    return tf.image.resize(x, self.model_cfg.image_size, method="bilinear")
+
+  def encode_content(self, x_gen: tf.Tensor, training=False) -> tf.Tensor:
+    """Eq. (2): M = E_i(x), from a generation-size image."""
+    return self.E_i(self.F.trunk_input(self.to_image_size(x_gen)), training=training)
+
+  def reencode_content(self, x_gen: tf.Tensor, training=False,
+                       frozen: bool = False) -> tf.Tensor:
+    """E_i of a generated image. BN uses the batch's statistics like the real images'
+    encoding (`training`), but fakes never move E_i's moving statistics. With
+    `frozen`, E_i's weights get no gradient (the input still does)."""
+    weights = self.E_i.trainable_variables
+    if frozen:
+      weights = [tf.stop_gradient(w) for w in weights]
+    m, _ = self.E_i.stateless_call(weights, self.E_i.non_trainable_variables,
+                                   self.F.trunk_input(self.to_image_size(x_gen)),
+                                   training=training)
+    return m
+
+  def generate(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, training=False) -> Dict[str, tf.Tensor]:
+    """Eq. (1)-(6) on an identity-aligned pair of batches (row b of x_rgb and x_ir
+    show the same person): reconstructions, the cross-modality pairs, their
+    re-encoded contents and the cycle images. Inputs at re-id size in [-1, 1]; image
+    outputs at generation size."""
+    x_rgb_g, x_ir_g = self.to_gen_size(x_rgb), self.to_gen_size(x_ir)
+    m_rgb = self.encode_content(x_rgb_g, training)
+    m_ir = self.encode_content(x_ir_g, training)
+    s_rgb, s_ir = self.E_s_rgb(x_rgb_g), self.E_s_ir(x_ir_g)
+    x_rgb2ir = self.D_ir(m_rgb, s_ir)  # Eq. (3): content of RGB, style of IR
+    x_ir2rgb = self.D_rgb(m_ir, s_rgb)
+    m_rgb2ir = self.reencode_content(x_rgb2ir, training)
+    m_ir2rgb = self.reencode_content(x_ir2rgb, training)
+    return {
+        "x_rgb_gen": x_rgb_g, "x_ir_gen": x_ir_g,
+        "M_rgb": m_rgb, "M_ir": m_ir, "s_rgb": s_rgb, "s_ir": s_ir,
+        "x_rgb_recon": self.D_rgb(m_rgb, s_rgb), "x_ir_recon": self.D_ir(m_ir, s_ir),
+        "x_rgb2ir": x_rgb2ir, "x_ir2rgb": x_ir2rgb,
+        "M_rgb2ir": m_rgb2ir, "M_ir2rgb": m_ir2rgb,
+        # Eq. (6) with the original real style codes (the authors' code).
+        "x_rgb_cycle": self.D_rgb(m_rgb2ir, s_rgb), "x_ir_cycle": self.D_ir(m_ir2rgb, s_ir),
+    }
+
+  def code_reconstruction_loss(self, g: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
+    """Content and style code reconstruction L1 of the generated pairs [B].
+
+    Its gradient must not reach E_sl = E_i (SPEC), and it would, twice: through E_i's
+    weights in the re-encoding, and through the fake's content input M = E_i(x). So
+    the fakes are decoded again from the DETACHED contents (the same values as in
+    `g`, another decoder pass) and re-encoded with frozen E_i weights: the gradient
+    trains the decoders and style encoders only.
+    """
+    stop = tf.stop_gradient
+    x_rgb2ir = self.D_ir(stop(g["M_rgb"]), g["s_ir"])
+    x_ir2rgb = self.D_rgb(stop(g["M_ir"]), g["s_rgb"])
+    content = (losses.code_reconstruction_loss(
+        self.reencode_content(x_rgb2ir, training, frozen=True), stop(g["M_rgb"])) +
+               losses.code_reconstruction_loss(
+                   self.reencode_content(x_ir2rgb, training, frozen=True), stop(g["M_ir"])))
+    style = (losses.code_reconstruction_loss(self.E_s_ir(x_rgb2ir), stop(g["s_ir"])) +
+             losses.code_reconstruction_loss(self.E_s_rgb(x_ir2rgb), stop(g["s_rgb"])))
+    return content + style
+
+  def discriminate(self, x_rgb_gen: tf.Tensor, x_ir_gen: tf.Tensor) -> Dict[str, List[tf.Tensor]]:
+    """Discriminator outputs per scale of RGB and IR generation-size images."""
+    return {"rgb": self.Dis_rgb(x_rgb_gen), "ir": self.Dis_ir(x_ir_gen)}
+
+  def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Eq. (7), discriminator side, on DETACHED fakes: no gradient reaches G. [B]"""
+    real = self.discriminate(g["x_rgb_gen"], g["x_ir_gen"])
+    fake = self.discriminate(tf.stop_gradient(g["x_ir2rgb"]),
+                             tf.stop_gradient(g["x_rgb2ir"]))
+    return (losses.gan_discriminator_loss(real["rgb"], fake["rgb"]) +
+            losses.gan_discriminator_loss(real["ir"], fake["ir"]))
+
+  # ---- V -------------------------------------------------------------------------
+
+  def vary(self, m: tf.Tensor, seed: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """Eq. (9): z = E_v(M), M_recon = D_v(z)."""
+    out = self.E_v(m, seed)
+    out["M_recon"] = self.D_v(out["z"])
+    return out
+
+  def mix(self, z_1, z_2, s_1, s_2, alpha, modality: str) -> Dict[str, tf.Tensor]:
+    """Eq. (14) then Eq. (9) and (3): an image of an unseen identity, x_mix, decoded
+    from D_v(z_mix) with the mixed style s_mix by the decoder of `modality`."""
+    z_mix, s_mix = losses.mix_codes(z_1, z_2, s_1, s_2, alpha)
+    decoder = self.D_rgb if modality == "rgb" else self.D_ir
+    return {"z_mix": z_mix, "s_mix": s_mix, "x_mix": decoder(self.D_v(z_mix), s_mix)}
+
+  # ---- whole forward pass ----------------------------------------------------------
+
+  def call(self, inputs: Dict[str, tf.Tensor], training=False) -> Dict[str, tf.Tensor]:
+    """One forward pass of every module on a P x K batch {"x_rgb", "x_ir"} (and an
+    optional int "seed" [2] for V's noise and the mixing ratios): G's images and
+    codes, V's latents and an unseen-identity RGB image mixing each row with the
+    next identity, and F's outputs for the real images, the generated pairs and the
+    mixed images (prefixed F_<image>_)."""
+    x_rgb, x_ir = inputs["x_rgb"], inputs["x_ir"]
+    seed = inputs.get("seed")
+    out = dict(self.generate(x_rgb, x_ir, training))
+    seeds = (None, None) if seed is None else tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    v = self.vary(out["M_rgb"], seeds[0])
+    out.update({f"{k}_rgb" if k != "M_recon" else "M_rgb_recon": t for k, t in v.items()})
+    alpha = (tf.fill([tf.shape(x_rgb)[0]], 0.5) if seed is None else
+             tf.random.stateless_uniform([tf.shape(x_rgb)[0]], seeds[1]))
+    # Partner: the row half a batch away, a different identity in a P x K batch.
+    shift = tf.shape(x_rgb)[0] // 2
+    mixed = self.mix(v["z"], tf.roll(v["z"], shift, 0), out["s_rgb"],
+                     tf.roll(out["s_rgb"], shift, 0), alpha, "rgb")
+    out.update(mixed, alpha=alpha)
+    for name, images in (("rgb", x_rgb), ("ir", x_ir),
+                         ("rgb2ir", self.to_image_size(out["x_rgb2ir"])),
+                         ("ir2rgb", self.to_image_size(out["x_ir2rgb"])),
+                         ("mix", self.to_image_size(mixed["x_mix"]))):
+      for key, value in self.F(images, training=training).items():
+        out[f"F_{name}_{key}"] = value
+    return out
+
+  def sub_networks(self) -> Dict[str, keras.Model]:
+    """The named sub-networks (E_sl listed once when shared with E_i)."""
+    nets = {"E_i": self.E_i, "E_s_rgb": self.E_s_rgb, "E_s_ir": self.E_s_ir,
+            "D_rgb": self.D_rgb, "D_ir": self.D_ir, "Dis_rgb": self.Dis_rgb,
+            "Dis_ir": self.Dis_ir, "E_v": self.E_v, "D_v": self.D_v}
+    if not self.model_cfg.share_sl:
+      nets["E_sl"] = self.F.E_sl
+    nets["E_il"] = self.F.E_il
+    nets["F_heads"] = [self.F.bn_neck, self.F.C] + self.F.stripe_bn + self.F.C_n
+    return nets
+
+
+def build(model_cfg: config_lib.ModelConfig, num_classes: int,
+          batch_size: int = 2) -> JSIA:
+  """Builds every weight of the model by one forward pass on zeros."""
+  model = JSIA(model_cfg, num_classes)
+  zeros = tf.zeros([batch_size] + list(model_cfg.image_size) + [3])
+  model({"x_rgb": zeros, "x_ir": zeros})
+  return model
+
+
+def dry_run_report(model_cfg: config_lib.ModelConfig, num_classes: int,
+                   batch_size: int = 2) -> str:
+  """Builds the model, runs one forward pass of every module on a batch of
+  `batch_size` per modality, and returns a table of the parameter count of every
+  sub-network and the shape of every named output."""
+  model = build(model_cfg, num_classes, batch_size)
+  lines = [f"JSIA-ReID, preset {model_cfg.preset}: re-id images "
+           f"{model_cfg.image_size}, generation images {model_cfg.gen_size}, "
+           f"{num_classes} identities, share_sl={model_cfg.share_sl}", "",
+           f"{'sub-network':<34}{'parameters':>14}"]
+  total = 0
+  for name, net in model.sub_networks().items():
+    layers = net if isinstance(net, list) else [net]
+    count = sum(feature.count_params(layer) for layer in layers)
+    total += count
+    label = "E_i = E_sl (shared)" if name == "E_i" and model_cfg.share_sl else name
+    lines.append(f"{label:<34}{count:>14,}")
+  trunk = feature.count_params(model.F.E_sl) + feature.count_params(model.F.E_il)
+  lines += [f"{'re-id trunk (E_sl + E_il)':<34}{trunk:>14,}",
+            f"{'total':<34}{total:>14,}", "",
+            f"{'named output (batch ' + str(batch_size) + ')':<34}{'shape':>20}"]
+  h, w = model_cfg.image_size
+  x = tf.random.uniform([batch_size, h, w, 3], -1.0, 1.0, seed=model_cfg.seed)
+  out = model({"x_rgb": x, "x_ir": x, "seed": tf.constant([model_cfg.seed, 0])})
+  out["Dis_rgb(x_ir2rgb)"] = model.Dis_rgb(out["x_ir2rgb"])
+  for name, value in out.items():
+    shapes = [tuple(v.shape) for v in value] if isinstance(value, list) else tuple(
+        value.shape)
+    lines.append(f"{name:<34}{str(shapes):>20}")
+  return "\n".join(lines)

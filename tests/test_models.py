@@ -1,0 +1,217 @@
+"""The networks: shapes, weight sharing, gradient routing, serialisation, weights."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf import losses
+from jsia_tf.models import feature
+from jsia_tf.models import generation
+from jsia_tf.models import jsia
+
+from conftest import REPO
+
+NUM_CLASSES = 7
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return jsia.build(config_lib.model_config("tiny"), NUM_CLASSES, batch_size=4)
+
+
+def _batch(cfg, n=4, seed=0):
+  g = tf.random.Generator.from_seed(seed)
+  shape = [n] + list(cfg.image_size) + [3]
+  return {"x_rgb": g.uniform(shape, -1, 1), "x_ir": g.uniform(shape, -1, 1)}
+
+
+def test_tiny_named_outputs(tiny):
+  cfg = tiny.model_cfg
+  out = tiny({**_batch(cfg), "seed": tf.constant([1, 2])}, training=True)
+  gen = (4,) + cfg.gen_size + (3,)
+  content = (4, cfg.image_height // 4, cfg.image_width // 4, cfg.small_widths[0])
+  for name in ("x_rgb_recon", "x_ir_recon", "x_rgb2ir", "x_ir2rgb", "x_rgb_cycle",
+               "x_ir_cycle", "x_mix"):
+    assert tuple(out[name].shape) == gen, name
+    assert float(tf.reduce_max(tf.abs(out[name]))) <= 1.0  # tanh range
+  for name in ("M_rgb", "M_ir", "M_rgb2ir", "M_ir2rgb", "M_rgb_recon"):
+    assert tuple(out[name].shape) == content, name
+  latent = (4, content[1] // 4, content[2] // 4, cfg.latent_channels)
+  for name in ("mu_rgb", "tau_rgb", "z_rgb", "z_mix"):
+    assert tuple(out[name].shape) == latent, name
+  assert float(tf.reduce_min(out["tau_rgb"])) > 0  # a standard deviation
+  for prefix in ("rgb", "ir", "rgb2ir", "ir2rgb", "mix"):
+    assert tuple(out[f"F_{prefix}_T"].shape) == (4, cfg.image_height // 16,
+                                                 cfg.image_width // 16, 32)
+    assert tuple(out[f"F_{prefix}_logits"].shape) == (4, NUM_CLASSES)
+    assert tuple(out[f"F_{prefix}_stripe_logits"].shape) == (4, 4, NUM_CLASSES)
+  assert tuple(out["s_mix"].shape) == (4, cfg.style_dim)
+  dis = tiny.Dis_rgb(out["x_ir2rgb"])
+  assert [tuple(d.shape) for d in dis] == [(4, 2, 1, 1), (4, 1, 1, 1)]
+  emb = tiny.F.embed(_batch(cfg)["x_rgb"])
+  np.testing.assert_allclose(tf.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_paper_preset_shapes_and_trunk_is_keras_resnet50():
+  cfg = config_lib.model_config("paper")
+  model = jsia.JSIA(cfg, 395)
+  x = tf.zeros([1, 256, 128, 3])
+  g = model.generate(x, x)
+  assert tuple(g["M_rgb"].shape) == (1, 64, 32, 256)  # the authors' content map
+  assert tuple(g["x_rgb2ir"].shape) == (1, 128, 64, 3)
+  out = model.F(x)
+  assert tuple(out["T"].shape) == (1, 16, 8, 2048)  # last stride 1
+  assert tuple(out["stripe_logits"].shape) == (1, 6, 395)
+  keras_resnet50 = keras.applications.ResNet50(include_top=False, weights=None,
+                                               input_shape=(256, 128, 3))
+  assert (feature.count_params(model.F.E_sl) + feature.count_params(model.F.E_il) ==
+          keras_resnet50.count_params() == 23_587_712)
+
+
+@pytest.mark.parametrize("share_sl", [True, False])
+def test_weight_sharing(share_sl):
+  model = jsia.build(config_lib.model_config("tiny", share_sl=share_sl), NUM_CLASSES)
+  x = _batch(model.model_cfg)["x_rgb"]
+  x_gen = model.to_gen_size(x)
+  before = model.encode_content(x_gen).numpy()
+  assert (model.E_i is model.F.E_sl) == share_sl
+  kernel = model.F.E_sl.get_layer("stem_conv").kernel
+  kernel.assign(kernel * 2.0 + 0.1)
+  after = model.encode_content(x_gen).numpy()
+  assert (np.abs(after - before).max() > 1e-3) == share_sl
+
+
+def test_code_reconstruction_gradient_does_not_reach_E_sl(tiny):
+  b = _batch(tiny.model_cfg)
+  with tf.GradientTape(persistent=True) as tape:
+    g = tiny.generate(b["x_rgb"], b["x_ir"], training=True)
+    code = tiny.code_reconstruction_loss(g, training=True)
+  assert code.shape == (4,) and float(tf.reduce_min(code)) > 0
+  grads_sl = tape.gradient(code, tiny.F.E_sl.trainable_variables)
+  assert all(gr is None or float(tf.reduce_max(tf.abs(gr))) == 0 for gr in grads_sl)
+  for net in (tiny.D_ir, tiny.D_rgb, tiny.E_s_ir, tiny.E_s_rgb):
+    grads = tape.gradient(code, net.trainable_variables)
+    assert any(gr is not None and float(tf.reduce_max(tf.abs(gr))) > 0 for gr in grads)
+  # The same values as the fakes of generate(): only the gradient path differs.
+  again = tiny.D_ir(tf.stop_gradient(g["M_rgb"]), g["s_ir"])
+  np.testing.assert_allclose(again, g["x_rgb2ir"], atol=1e-6)
+  # The reconstruction loss, by contrast, does train E_i = E_sl.
+  with tf.GradientTape() as tape:
+    g = tiny.generate(b["x_rgb"], b["x_ir"], training=True)
+    recon = losses.reconstruction_loss(g["x_rgb_gen"], g["x_rgb_recon"])
+  assert any(gr is not None for gr in tape.gradient(recon, tiny.E_i.trainable_variables))
+
+
+def test_discriminator_loss_gives_no_gradient_to_the_generator(tiny):
+  b = _batch(tiny.model_cfg)
+  with tf.GradientTape(persistent=True) as tape:
+    g = tiny.generate(b["x_rgb"], b["x_ir"], training=True)
+    loss = tiny.discriminator_loss(g)
+  generator = (tiny.E_s_rgb.trainable_variables + tiny.D_rgb.trainable_variables +
+               tiny.D_ir.trainable_variables + tiny.E_i.trainable_variables)
+  assert all(gr is None for gr in tape.gradient(loss, generator))
+  dis = tape.gradient(loss, tiny.Dis_rgb.trainable_variables + tiny.Dis_ir.trainable_variables)
+  assert all(gr is not None for gr in dis)
+
+
+def test_config_round_trip_gives_identical_outputs(tiny):
+  clone = jsia.JSIA.from_config(tiny.get_config())
+  clone.build()
+  clone(_batch(clone.model_cfg))
+  clone.set_weights(tiny.get_weights())
+  b = _batch(tiny.model_cfg, seed=3)
+  a, c = tiny(b), clone(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], c[key])
+  assert clone.model_cfg == tiny.model_cfg
+
+
+def test_adain_is_stateless_and_sets_channel_statistics():
+  x = tf.random.normal([2, 8, 4, 3], seed=1) * 5.0 + 2.0
+  gamma = tf.constant([[1.0, 2.0, 0.5], [3.0, 1.0, 1.0]])
+  beta = tf.constant([[0.0, -1.0, 4.0], [1.0, 1.0, 1.0]])
+  y = generation.adain(x, gamma, beta)
+  mean, var = tf.nn.moments(y, axes=[1, 2])
+  np.testing.assert_allclose(mean, beta, atol=1e-4)
+  np.testing.assert_allclose(tf.sqrt(var), gamma, rtol=1e-3)
+
+
+def test_stripe_pool_adaptive_bins():
+  t = tf.reshape(tf.range(4, dtype=tf.float32), [1, 4, 1, 1])  # rows 0, 1, 2, 3
+  # 3 stripes of 4 rows: [0, 2), [1, 3), [2, 4) as adaptive pooling bins.
+  np.testing.assert_allclose(feature.stripe_pool(t, 3)[0, :, 0], [0.5, 1.5, 2.5])
+  np.testing.assert_allclose(feature.stripe_pool(t, 2)[0, :, 0], [0.5, 2.5])
+
+
+def test_trunk_input_grey_and_caffe():
+  x = tf.constant([[[[1.0, -1.0, 0.0]]]])  # red-ish pixel in [-1, 1]
+  grey = feature.TrunkInput(grey=True, caffe=False)(x).numpy()
+  luma = 0.299 - 0.587
+  np.testing.assert_allclose(grey[0, 0, 0], [luma] * 3, rtol=1e-6)
+  caffe = feature.TrunkInput(grey=False, caffe=True)(x).numpy()
+  # RGB (255, 0, 127.5) -> BGR minus mean.
+  np.testing.assert_allclose(caffe[0, 0, 0], [127.5 - 103.939, 0 - 116.779, 255 - 123.68],
+                             rtol=1e-5)
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+  source = keras.applications.ResNet50(include_top=False, weights=None,
+                                       input_shape=(64, 32, 3))
+  conv1 = source.get_layer("conv1_conv")
+  conv1.kernel.assign(tf.fill(conv1.kernel.shape, 0.125))
+  path = str(tmp_path / feature.RESNET50_WEIGHTS_FILE)
+  # The real file is Keras's legacy HDF5 weights format; write one the same way.
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
+  with h5py.File(path, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, source)
+  cfg = config_lib.model_config("paper", image_height=64, image_width=32,
+                                backbone_weights=path, num_stripes=4)
+  trunk = feature.build_trunk(cfg)
+  np.testing.assert_array_equal(trunk["E_sl"].get_layer("conv1_conv").kernel, 0.125)
+
+
+def test_missing_or_unreachable_backbone_weights(tmp_path, monkeypatch):
+  with pytest.raises(errors.ConfigError, match="--backbone_weights='/no/w.h5': file not "
+                     "found .*resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+    feature.resolve_resnet50_weights("/no/w.h5")
+  monkeypatch.setenv("HOME", str(tmp_path))
+
+  def offline(*args, **kwargs):
+    raise OSError("no network")
+
+  monkeypatch.setattr(feature.socket, "create_connection", offline)
+  with pytest.raises(errors.ConfigError, match="needs resnet50_weights_tf_dim_ordering_"
+                     "tf_kernels_notop.h5.*no network.*--backbone_weights=PATH"):
+    feature.resolve_resnet50_weights("imagenet")
+  with pytest.raises(errors.ConfigError, match="--backbone_weights='x.h5' is invalid"):
+    config_lib.model_config("tiny", backbone_weights="x.h5")
+
+
+def _train(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "jsia_tf.train", *args], cwd=REPO,
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_dry_run_cli():
+  result = _train("--preset=tiny", "--dry_run", "--num_classes=5")
+  assert result.returncode == 0, result.stderr
+  for name in ("E_i = E_sl (shared)", "E_s_rgb", "D_ir", "Dis_ir", "E_v", "D_v", "E_il",
+               "re-id trunk (E_sl + E_il)", "x_rgb2ir", "F_ir2rgb_logits",
+               "(2, 5)", "z_mix"):
+    assert name in result.stdout, name
+  no_sl = _train("--preset=tiny", "--dry_run", "--noshare_sl")
+  assert "E_sl " in no_sl.stdout and "share_sl=False" in no_sl.stdout
+  refused = _train("--preset=tiny")
+  assert refused.returncode == 2 and "only --dry_run is available" in refused.stderr
+  bad = _train("--preset=tiny", "--dry_run", "--num_stripes=9")
+  assert bad.returncode == 2 and "--num_stripes=9 is invalid" in bad.stderr
+  assert "Traceback" not in bad.stderr
