@@ -215,3 +215,20 @@ def test_dry_run_cli():
   bad = _train("--preset=tiny", "--dry_run", "--num_stripes=9")
   assert bad.returncode == 2 and "--num_stripes=9 is invalid" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+def test_sub_networks_round_trip_through_keras_serialisation(tiny):
+  cfg = tiny.model_cfg
+  x = _batch(cfg)["x_rgb"][:, :32, :16]
+  m = tiny.encode_content(x)
+  s = tiny.E_s_rgb(x)
+  cases = [(tiny.E_s_rgb, (x,)), (tiny.D_rgb, (m, s)), (tiny.Dis_ir, (x,)),
+           (tiny.E_v, (m,)), (tiny.D_v, (tiny.E_v(m)["z"],))]
+  for net, args in cases:
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(net))
+    assert type(clone) is type(net)
+    clone(*args)
+    clone.set_weights(net.get_weights())
+    a, b = net(*args), clone(*args)
+    for x_a, x_b in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+      np.testing.assert_array_equal(x_a, x_b)

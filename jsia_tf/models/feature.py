@@ -26,6 +26,7 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _LUMA = (0.299, 0.587, 0.114)
 
 
+@keras.saving.register_keras_serializable(package="jsia_tf")
 class TrunkInput(keras.layers.Layer):
   """Images in [-1, 1] (RGB) -> the trunk's input: optionally grey (luma replicated to
   3 channels, as the authors feed the re-id trunk at train and test time), then the

@@ -20,6 +20,25 @@ from jsia_tf import config as config_lib
 _EPS = 1e-5
 
 
+class FromModelConfig:
+  """get_config / from_config for networks built from a ModelConfig (plus named
+  integer arguments such as the content map's channel count)."""
+
+  def _remember(self, cfg: config_lib.ModelConfig, **ints):
+    self._cfg_dict, self._ints = config_lib.to_dict(cfg), ints
+
+  def get_config(self):
+    return {**super().get_config(), "cfg": self._cfg_dict, **self._ints}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    cfg = config_lib.from_dict(config_lib.ModelConfig, config.pop("cfg"))
+    for key in ("trainable", "dtype"):
+      config.pop(key, None)
+    return cls(cfg, **config)
+
+
 def instance_norm(x: tf.Tensor, eps: float = _EPS) -> tf.Tensor:
   """Normalises each channel of each image over its spatial positions."""
   mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
@@ -36,6 +55,7 @@ def adain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
   return instance_norm(x) * gamma[:, None, None, :] + beta[:, None, None, :]
 
 
+@keras.saving.register_keras_serializable(package="jsia_tf")
 class ChannelLayerNorm(keras.layers.Layer):
   """MUNIT's LayerNorm: normalise each image over (H, W, C), then a per-channel
   affine (Keras's LayerNormalization over those axes would learn H x W x C)."""
@@ -50,11 +70,13 @@ class ChannelLayerNorm(keras.layers.Layer):
     return (x - mean) * tf.math.rsqrt(var + _EPS) * self.gamma + self.beta
 
 
-class StyleEncoder(keras.Model):
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class StyleEncoder(FromModelConfig, keras.Model):
   """E_s: image [B, h, w, 3] in [-1, 1] -> style code [B, style_dim]."""
 
   def __init__(self, cfg: config_lib.ModelConfig, **kwargs):
     super().__init__(**kwargs)
+    self._remember(cfg)
     c = cfg.style_channels
     self.convs = [keras.layers.Conv2D(c, 7, 1, "same", activation="relu", name="conv0")]
     for i, width in enumerate((2 * c, 4 * c, 4 * c, 4 * c), start=1):
@@ -68,7 +90,8 @@ class StyleEncoder(keras.Model):
     return self.out(tf.reduce_mean(x, axis=[1, 2]))
 
 
-class Decoder(keras.Model):
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class Decoder(FromModelConfig, keras.Model):
   """D: (content map M [B, h, w, c], style code [B, style_dim]) -> image [B, 2h, 2w, 3]
   in [-1, 1]: 2 AdaIN residual blocks, x2 nearest upsampling + 5x5 conv + LayerNorm +
   ReLU, 7x7 conv to RGB, tanh."""
@@ -77,6 +100,7 @@ class Decoder(keras.Model):
 
   def __init__(self, cfg: config_lib.ModelConfig, content_channels: int, **kwargs):
     super().__init__(**kwargs)
+    self._remember(cfg, content_channels=content_channels)
     c = content_channels
     self.content_channels = c
     self.mlp = [keras.layers.Dense(cfg.mlp_dim, activation="relu", name="mlp0"),
@@ -87,6 +111,10 @@ class Decoder(keras.Model):
     self.up_conv = keras.layers.Conv2D(max(c // 2, 8), 5, 1, "same", name="up_conv")
     self.up_norm = ChannelLayerNorm(name="up_norm")
     self.to_rgb = keras.layers.Conv2D(3, 7, 1, "same", activation="tanh", name="to_rgb")
+
+  def get_build_config(self):
+    # Two inputs: Keras cannot rebuild from one input shape; it builds on first call.
+    return None
 
   def call(self, content, style):
     params = style
@@ -108,11 +136,13 @@ class Decoder(keras.Model):
     return self.to_rgb(x)
 
 
-class MultiScaleDiscriminator(keras.Model):
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class MultiScaleDiscriminator(FromModelConfig, keras.Model):
   """Dis: image [B, h, w, 3] -> one patch map [B, h_s, w_s, 1] per scale (LSGAN)."""
 
   def __init__(self, cfg: config_lib.ModelConfig, **kwargs):
     super().__init__(**kwargs)
+    self._remember(cfg)
     init = keras.initializers.RandomNormal(stddev=0.02, seed=cfg.seed)
     c = cfg.dis_channels
     self.scales = []

@@ -18,6 +18,7 @@ from jsia_tf.models import generation
 from jsia_tf.models import variation
 
 
+@keras.saving.register_keras_serializable(package="jsia_tf")
 class JSIA(keras.Model):
   """All networks of JSIA-ReID for `num_classes` training identities."""
 

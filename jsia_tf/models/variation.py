@@ -13,14 +13,17 @@ import keras
 import tensorflow as tf
 
 from jsia_tf import config as config_lib
+from jsia_tf.models import generation
 
 
-class VariationEncoder(keras.Model):
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class VariationEncoder(generation.FromModelConfig, keras.Model):
   """E_v: M -> {"mu", "tau", "z"}; without a seed, z = mu (the mean, for tests and
   inference)."""
 
   def __init__(self, cfg: config_lib.ModelConfig, content_channels: int, **kwargs):
     super().__init__(**kwargs)
+    self._remember(cfg, content_channels=content_channels)
     self.down = [keras.layers.Conv2D(content_channels, 3, 2, "same", activation="relu",
                                      name=f"down{i}") for i in range(2)]
     self.mu = keras.layers.Conv2D(cfg.latent_channels, 1, name="mu")
@@ -39,14 +42,19 @@ class VariationEncoder(keras.Model):
     return {"mu": mu, "tau": tau, "z": z}
 
 
+@keras.saving.register_keras_serializable(package="jsia_tf")
 class VariationDecoder(keras.Model):
   """D_v: z [B, h/4, w/4, latent] -> M_recon [B, h, w, c] (ReLU output: M is a
   post-ReLU trunk map)."""
 
   def __init__(self, content_channels: int, **kwargs):
     super().__init__(**kwargs)
+    self.content_channels = content_channels
     self.up = [keras.layers.Conv2D(content_channels, 3, 1, "same", name=f"up{i}")
                for i in range(2)]
+
+  def get_config(self):
+    return {**super().get_config(), "content_channels": self.content_channels}
 
   def call(self, z):
     x = z
