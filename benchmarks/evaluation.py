@@ -5,7 +5,7 @@ split files: 3,803 IR queries; the all-search multi-shot gallery of the 10 offic
 trials (about 3,010 images each) drawn from 6,775 RGB candidates. Features are random
 (the timing does not depend on their values).
 
-  python benchmarks/evaluation.py [--split_dir=../shared/data/sysu_mm01_eval]
+  python benchmarks/evaluation.py [--split_dir=jsia_tf/evaluation/sysu_mm01_eval]
       [--dim=2048] [--loop_trials=10]
 """
 
@@ -27,9 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "tests"))
 from ranking_reference import reference_ranking  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SPLIT_DIR = flags.DEFINE_string(
-    "split_dir", os.path.join(_REPO, "..", "shared", "data", "sysu_mm01_eval"),
+    "split_dir", protocols.OFFICIAL_SPLIT_DIR,
     "Directory with the official rand_perm_cam.mat and test_id.mat.")
 _DIM = flags.DEFINE_integer("dim", 2048, "Feature dimension (ResNet-50: 2048).")
 _LOOP_TRIALS = flags.DEFINE_integer("loop_trials", 10,

@@ -25,6 +25,8 @@ def _targets():
 
   namespace = {k: rule(k) for k in ("py_library", "py_binary", "py_test")}
   namespace["package"] = lambda **kwargs: None
+  namespace["glob"] = lambda patterns: sorted(
+      os.path.relpath(f, REPO) for p in patterns for f in glob.glob(os.path.join(REPO, p)))
   with open(os.path.join(REPO, "BUILD")) as f:
     exec(compile(f.read(), "BUILD", "exec"), namespace)  # pylint: disable=exec-used
   return targets

@@ -16,6 +16,7 @@ from jsia_tf.data import readers
 from jsia_tf.data import table as table_lib
 from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import protocols
 
 from conftest import REPO
 
@@ -133,8 +134,7 @@ def test_cli_unknown_protocol_and_unfit_perm_file(features_file):
   result = _run(f"--features={features_file}", "--protocol=market")
   assert result.returncode != 0 and "--protocol" in result.stderr
   assert "sysu" in result.stderr and "regdb" in result.stderr
-  perm = os.path.join(REPO, "..", "shared", "data", "sysu_mm01_eval",
-                      "rand_perm_cam.mat")
+  perm = os.path.join(protocols.OFFICIAL_SPLIT_DIR, "rand_perm_cam.mat")
   result = _run(f"--features={features_file}", f"--perm_file={perm}")
   assert result.returncode == 2 and "does not fit the features" in result.stderr
   assert "Traceback" not in result.stderr

@@ -1,7 +1,5 @@
 """SYSU-MM01 and RegDB protocols: galleries, the official perm file, end to end."""
 
-import os
-
 import numpy as np
 import pytest
 from scipy import io as scipy_io
@@ -12,10 +10,9 @@ from jsia_tf.data import readers
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 
-from conftest import REPO
 from ranking_reference import reference_ranking
 
-SPLIT_DIR = os.path.join(REPO, "..", "shared", "data", "sysu_mm01_eval")
+SPLIT_DIR = protocols.OFFICIAL_SPLIT_DIR
 
 
 def _features(rows, modality=None, dim=8, seed=0):

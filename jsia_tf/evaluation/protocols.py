@@ -22,6 +22,9 @@ from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import ranking
 
+# The official split files, shipped with the package (see that folder's README).
+OFFICIAL_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "sysu_mm01_eval")
 SYSU_MODES = ("all", "indoor")
 SYSU_SHOTS = (1, 10)
 SYSU_TRIALS = 10
