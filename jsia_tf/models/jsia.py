@@ -26,6 +26,8 @@ class JSIA(keras.Model):
     super().__init__(**kwargs)
     self.model_cfg, self.num_classes = model_cfg, num_classes
     cfg = model_cfg
+    # Keras initialisers without their own seed draw from the global generator:
+    # seeding it here makes the initial weights a function of the config's seed.
     keras.utils.set_random_seed(cfg.seed)
     trunk = feature.build_trunk(cfg)
     # share_sl=False (Table 3 "no SL") gives E_sl weights of its own; E_i keeps the
