@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -15,6 +17,14 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(*args, timeout=300):
+  """Runs `python ARGS...` from the repository root, as a user would; TensorFlow's
+  start-up chatter is silenced so stderr holds the program's own messages."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
+                        text=True, env=env, timeout=timeout)
 
 
 def _generate(root, **kwargs):

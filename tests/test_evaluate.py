@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,7 +16,7 @@ from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 
-from conftest import REPO
+from conftest import run_python
 
 
 def _tiny_model():
@@ -73,9 +71,7 @@ def features_file(sysu_dir, tmp_path_factory):
 
 
 def _run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "jsia_tf.evaluate", *args], cwd=REPO,
-                        capture_output=True, text=True, env=env, timeout=120)
+  return run_python("-m", "jsia_tf.evaluate", *args, timeout=120)
 
 
 def test_cli_table_and_json(features_file, tmp_path):

@@ -1,8 +1,5 @@
 """The networks: shapes, weight sharing, gradient routing, serialisation, weights."""
 
-import os
-import subprocess
-import sys
 
 import h5py
 import keras
@@ -17,7 +14,7 @@ from jsia_tf.models import feature
 from jsia_tf.models import generation
 from jsia_tf.models import jsia
 
-from conftest import REPO
+from conftest import run_python
 
 NUM_CLASSES = 7
 
@@ -196,9 +193,7 @@ def test_missing_or_unreachable_backbone_weights(tmp_path, monkeypatch):
 
 
 def _train(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "jsia_tf.train", *args], cwd=REPO,
-                        capture_output=True, text=True, env=env, timeout=300)
+  return run_python("-m", "jsia_tf.train", *args)
 
 
 def test_dry_run_cli():

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from jsia_tf.data import readers
 from jsia_tf.data import table as table_lib
 from jsia_tf.data import tfrecords
 
-from conftest import REPO
+from conftest import run_python
 
 
 def _table(dataset, root, split, trial=1):
@@ -78,15 +76,11 @@ def test_missing_manifest_is_named(tmp_path):
     tfrecords.load_table(str(tmp_path), "train")
 
 
-def _run(args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable] + args, cwd=REPO, capture_output=True,
-                        text=True, env=env, timeout=300)
 
 
 def test_build_tfrecords_cli(sysu_dir, tmp_path):
-  ok = _run(["tools/build_tfrecords.py", "--dataset=sysu", f"--data_dir={sysu_dir}",
-             f"--output_dir={tmp_path}"])
+  ok = run_python("tools/build_tfrecords.py", "--dataset=sysu", f"--data_dir={sysu_dir}",
+                  f"--output_dir={tmp_path}")
   assert ok.returncode == 0, ok.stderr
   assert os.path.isfile(tmp_path / "manifest.json")
 
@@ -100,7 +94,7 @@ def test_build_tfrecords_cli(sysu_dir, tmp_path):
      "--num_ids=1 is invalid: expected an integer >= 3"),
 ])
 def test_cli_errors_are_one_line_messages(args, message):
-  result = _run(args)
+  result = run_python(*args)
   assert result.returncode == 2
   assert message in result.stderr
   assert "Traceback" not in result.stderr
@@ -108,12 +102,12 @@ def test_cli_errors_are_one_line_messages(args, message):
 
 def test_cli_corrupt_image(sysu_copy, tmp_path):
   victim, _ = _corrupt_one(sysu_copy)
-  result = _run(["tools/build_tfrecords.py", "--dataset=sysu",
-                 f"--data_dir={sysu_copy}", f"--output_dir={tmp_path}"])
+  result = run_python("tools/build_tfrecords.py", "--dataset=sysu",
+                      f"--data_dir={sysu_copy}", f"--output_dir={tmp_path}")
   assert result.returncode == 2 and victim in result.stderr
   assert "Traceback" not in result.stderr
-  result = _run(["tools/build_tfrecords.py", "--dataset=sysu", "--skip_corrupt",
-                 f"--data_dir={sysu_copy}", f"--output_dir={tmp_path}"])
+  result = run_python("tools/build_tfrecords.py", "--dataset=sysu", "--skip_corrupt",
+                      f"--data_dir={sysu_copy}", f"--output_dir={tmp_path}")
   assert result.returncode == 0, result.stderr
   assert "skipped 1 corrupt image(s)" in result.stderr
 

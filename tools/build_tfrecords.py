@@ -10,7 +10,6 @@ from absl import flags
 
 from flags import data_flags
 from jsia_tf import cli
-from jsia_tf import config as config_lib
 from jsia_tf.data import tfrecords
 
 FLAGS = flags.FLAGS
@@ -18,8 +17,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  config_lib.require(bool(FLAGS.data_dir), "data_dir", FLAGS.data_dir,
-                     "the root directory of the data set")
   manifest = tfrecords.build(FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir,
                              trial=FLAGS.trial, skip_corrupt=FLAGS.skip_corrupt,
                              images_per_shard=FLAGS.images_per_shard)

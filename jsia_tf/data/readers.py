@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 
 from absl import logging
 
+from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import layouts
 
@@ -202,6 +203,8 @@ def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
 
 def read_dataset(dataset: str, root: str, split: str, trial: int = 1):
   """Records of `split` of `dataset` ("sysu" or "regdb"; `trial` for RegDB)."""
+  # os.path.abspath("") is the working directory: refuse it rather than read it.
+  config_lib.require(bool(root), "data_dir", root, "the data set's root directory")
   if dataset == "sysu":
     return read_sysu(root, split)
   if dataset == "regdb":

@@ -145,8 +145,5 @@ def load_split(cfg, split: str) -> table_lib.ImageTable:
           f"{built[0]!r} trial {built[1]}, but --dataset={cfg.dataset!r}"
           f"{f' --trial={cfg.trial}' if cfg.dataset == 'regdb' else ''} was asked for")
     return load_table(cfg.tfrecord_dir, split)
-  if not cfg.data_dir:
-    raise errors.ConfigError("--data_dir='' is invalid: expected the data set's root "
-                             "directory (or --tfrecord_dir)")
   records = readers.read_dataset(cfg.dataset, cfg.data_dir, split, cfg.trial)
   return table_lib.load_images(records, readers.relabel([r.pid for r in records]))
