@@ -32,11 +32,13 @@ def define_model_flags(flag_values=flags.FLAGS):
 
 
 def model_config_from_flags(flag_values=flags.FLAGS, **overrides) -> config_lib.ModelConfig:
-  """The ModelConfig of --preset with the given overrides."""
+  """The ModelConfig of --preset (or `overrides["preset"]`) with the given
+  overrides."""
+  preset = overrides.pop("preset", flag_values.preset)
   given = {name: flag_values[name].value for name in _OVERRIDES
            if flag_values[name].value is not None}
   given.update(overrides)
-  return config_lib.model_config(flag_values.preset, **given)
+  return config_lib.model_config(preset, **given)
 
 
 def define_loss_flags(flag_values=flags.FLAGS):

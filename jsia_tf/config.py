@@ -252,3 +252,102 @@ def model_config(preset: str, **overrides) -> ModelConfig:
   """The ModelConfig of `preset` with `overrides` applied."""
   require(preset in PRESETS, "preset", preset, f"one of {sorted(PRESETS)}")
   return ModelConfig(preset=preset, **{**PRESETS[preset], **overrides})
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+MIXED_PRECISION = ("", "float16", "bfloat16")
+
+# Preset -> the training settings the flags default to. The demo's fit the 15-minute
+# budget on 2 CPU cores (README); paper: the authors' batch (P=16, K=4), G on a
+# sub-batch of 2 identities (8 + 8 images; the authors: 9 + 9), 50 epochs of
+# SYSU-MM01's ~22k RGB images at 64 a batch for the joint stage.
+TRAIN_PRESETS = {
+    "paper": dict(warmup_steps=5000, joint_steps=17500, gen_ids=2, batch_p=16, batch_k=4),
+    "demo": dict(warmup_steps=100, joint_steps=500, gen_ids=2, batch_p=8, batch_k=4),
+    "tiny": dict(warmup_steps=20, joint_steps=40, gen_ids=2, batch_p=4, batch_k=2),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The schedule, optimizers, distribution and bookkeeping of a training run.
+
+  Optimizers (../shared/SPEC.md, the authors' numbers): Adam for G, V and the
+  discriminators at lr 1e-4, betas (0.5, 0.999), weight decay 1e-4; Adam for F at lr
+  4.5e-4, betas (0.9, 0.999), weight decay 5e-4. Weight decay is PyTorch Adam's
+  (an L2 term added to the gradient), not AdamW's. Every lr is multiplied by
+  `lr_decay` once `lr_decay_at` of the joint stage has passed.
+  """
+
+  workdir: str = "runs/demo"
+  warmup_steps: int = 100
+  joint_steps: int = 500
+  # Identities of the global batch that G, V and the losses on generated images
+  # (IL, LR, UI) use; the re-id losses use the whole batch. 0: the whole batch.
+  gen_ids: int = 2
+  lr_g: float = 1e-4
+  lr_dis: float = 1e-4
+  lr_f: float = 4.5e-4
+  beta1_g: float = 0.5
+  beta1_f: float = 0.9
+  beta2: float = 0.999
+  weight_decay_g: float = 1e-4
+  weight_decay_f: float = 5e-4
+  lr_decay_at: float = 0.6
+  lr_decay: float = 0.1
+  strategy: str = "default"
+  # MirroredStrategy on this many logical CPU devices when there is no GPU (0: all
+  # local GPUs, or the one CPU).
+  num_cpu_devices: int = 0
+  mixed_precision: str = ""
+  jit_compile: bool = False
+  deterministic: bool = False
+  log_every: int = 20
+  image_every: int = 250
+  eval_every: int = 500
+  checkpoint_every: int = 250
+  keep_checkpoints: int = 3
+  # Stop (with a checkpoint) at this step without finishing the schedule; 0: run
+  # to the end. For budgeted or preemptible runs: a rerun resumes.
+  stop_at_step: int = 0
+  flip_average: bool = False
+
+  def __post_init__(self):
+    require(bool(self.workdir), "workdir", self.workdir, "a directory")
+    require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+    require(self.joint_steps >= 1, "joint_steps", self.joint_steps, "an integer >= 1")
+    require(self.gen_ids >= 0, "gen_ids", self.gen_ids, "an integer >= 0")
+    for name in ("lr_g", "lr_dis", "lr_f"):
+      require(getattr(self, name) > 0, name, getattr(self, name), "a positive float")
+    for name in ("beta1_g", "beta1_f", "beta2", "lr_decay_at", "lr_decay"):
+      value = getattr(self, name)
+      require(0.0 <= value <= 1.0, name, value, "a float in [0, 1]")
+    for name in ("weight_decay_g", "weight_decay_f"):
+      require(getattr(self, name) >= 0, name, getattr(self, name), "a float >= 0")
+    require(self.strategy in STRATEGIES, "strategy", self.strategy,
+            f"one of {', '.join(STRATEGIES)}")
+    require(self.num_cpu_devices >= 0, "num_cpu_devices", self.num_cpu_devices,
+            "an integer >= 0")
+    require(self.mixed_precision in MIXED_PRECISION, "mixed_precision",
+            self.mixed_precision, "empty (float32), float16 or bfloat16")
+    for name in ("log_every", "image_every", "eval_every", "checkpoint_every",
+                 "keep_checkpoints", "stop_at_step"):
+      value = getattr(self, name)
+      require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+    require(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
+    require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints,
+            "an integer >= 1")
+
+  @property
+  def total_steps(self) -> int:
+    """Warm-up plus joint steps."""
+    return self.warmup_steps + self.joint_steps
+
+  def stage(self, step: int) -> str:
+    """"warmup" (G and V only) or "joint" for the 0-based `step`."""
+    return "warmup" if step < self.warmup_steps else "joint"
+
+  def lr_factor(self, step: int) -> float:
+    """1, or `lr_decay` from `lr_decay_at` of the joint stage on."""
+    decay_step = self.warmup_steps + int(round(self.lr_decay_at * self.joint_steps))
+    return self.lr_decay if step >= decay_step else 1.0

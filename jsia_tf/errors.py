@@ -15,3 +15,8 @@ class ConfigError(JsiaError, ValueError):
 
 class DataError(JsiaError, ValueError):
   """A data set on disk is missing, malformed or not of the expected layout."""
+
+
+class TrainingError(JsiaError, RuntimeError):
+  """Training cannot go on (a loss became NaN or Inf); the message names the term,
+  the step and the checkpoint that was kept."""

@@ -78,9 +78,10 @@ def resolve_resnet50_weights(spec: str) -> str:
                               cache_subdir="models")
 
 
-def _resnet50(cfg: config_lib.ModelConfig) -> keras.Model:
+def _resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   """Keras's ResNet-50 without top, with the last stride set to 1 (stage 5's first
-  block strides in its 1x1 conv and its shortcut), ImageNet weights if asked."""
+  block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, and
+  batch statistics synchronised across replicas with `sync_bn`."""
   weights = resolve_resnet50_weights(cfg.backbone_weights) if cfg.backbone_weights else None
   base = keras.applications.ResNet50(include_top=False, weights=weights,
                                      input_shape=cfg.image_size + (3,))
@@ -88,18 +89,27 @@ def _resnet50(cfg: config_lib.ModelConfig) -> keras.Model:
   for layer in model_config["layers"]:
     if layer["name"] in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
       layer["config"]["strides"] = [1, 1]
+    if layer["class_name"] == "BatchNormalization":
+      layer["config"]["synchronized"] = sync_bn
   model = keras.Model.from_config(model_config)
   model.set_weights(base.get_weights())
   return model
 
 
-def _small_resnet(cfg: config_lib.ModelConfig, name: str) -> keras.Model:
+def batch_norm(sync_bn: bool, name: str, center: bool = True):
+  """The trunk's and heads' BatchNormalization (PyTorch's epsilon); `sync_bn`
+  computes the statistics over the global batch of all replicas."""
+  return keras.layers.BatchNormalization(epsilon=1e-5, center=center,
+                                         synchronized=sync_bn, name=name)
+
+
+def _small_resnet(cfg: config_lib.ModelConfig, name: str, sync_bn: bool) -> keras.Model:
   """A ResNet of basic blocks: stem (7x7 s2 conv, BN, ReLU, 3x3 s2 max-pool), then
   four stages; stages 2-3 stride 2, stage 4 stride 1 (last stride 1)."""
   inputs = keras.Input(cfg.image_size + (3,))
   w = cfg.small_widths
   x = keras.layers.Conv2D(w[0], 7, 2, "same", use_bias=False, name="stem_conv")(inputs)
-  x = keras.layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x)
+  x = batch_norm(sync_bn, "stem_bn")(x)
   x = keras.layers.ReLU(name="stem_relu")(x)
   x = keras.layers.MaxPooling2D(3, 2, "same", name="stem_pool")(x)
   for stage, (width, blocks) in enumerate(zip(w, cfg.small_blocks), start=1):
@@ -110,29 +120,28 @@ def _small_resnet(cfg: config_lib.ModelConfig, name: str) -> keras.Model:
       if stride != 1 or x.shape[-1] != width:
         shortcut = keras.layers.Conv2D(width, 1, stride, use_bias=False,
                                        name=f"{prefix}_down")(x)
-        shortcut = keras.layers.BatchNormalization(epsilon=1e-5,
-                                                   name=f"{prefix}_down_bn")(shortcut)
+        shortcut = batch_norm(sync_bn, f"{prefix}_down_bn")(shortcut)
       y = keras.layers.Conv2D(width, 3, stride, "same", use_bias=False,
                               name=f"{prefix}_conv1")(x)
-      y = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{prefix}_bn1")(y)
+      y = batch_norm(sync_bn, f"{prefix}_bn1")(y)
       y = keras.layers.ReLU()(y)
       y = keras.layers.Conv2D(width, 3, 1, "same", use_bias=False,
                               name=f"{prefix}_conv2")(y)
-      y = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{prefix}_bn2")(y)
+      y = batch_norm(sync_bn, f"{prefix}_bn2")(y)
       x = keras.layers.ReLU(name=f"{prefix}_out")(keras.layers.Add()([shortcut, y]))
   return keras.Model(inputs, x, name=name)
 
 
-def build_trunk(cfg: config_lib.ModelConfig) -> Dict[str, keras.Model]:
+def build_trunk(cfg: config_lib.ModelConfig, sync_bn: bool = False) -> Dict[str, keras.Model]:
   """The re-id trunk split in two: {"E_sl": images -> M, "E_il": M -> T}.
 
   E_sl = stem + stage 1 (its output M is the content map of E_i); E_il = stages 2-4.
   Both take the already converted input of `TrunkInput`.
   """
   if cfg.backbone == "resnet50":
-    full, split = _resnet50(cfg), "conv2_block3_out"
+    full, split = _resnet50(cfg, sync_bn), "conv2_block3_out"
   else:
-    full = _small_resnet(cfg, "small_resnet")
+    full = _small_resnet(cfg, "small_resnet", sync_bn)
     split = f"stage1_block{cfg.small_blocks[0]}_out"
   m = full.get_layer(split).output
   return {"E_sl": keras.Model(full.input, m, name="E_sl"),
@@ -159,18 +168,16 @@ class FeatureModule(keras.Model):
   """
 
   def __init__(self, cfg: config_lib.ModelConfig, num_classes: int, E_sl: keras.Model,
-               E_il: keras.Model, **kwargs):
+               E_il: keras.Model, sync_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.cfg, self.num_classes = cfg, num_classes
     self.trunk_input = TrunkInput(cfg.grey_input, cfg.backbone == "resnet50")
     self.E_sl, self.E_il = E_sl, E_il
-    self.bn_neck = keras.layers.BatchNormalization(center=False, epsilon=1e-5,
-                                                   name="bn_neck")
+    self.bn_neck = batch_norm(sync_bn, "bn_neck", center=False)
     self.C = keras.layers.Dense(num_classes, use_bias=False, name="C",
                                 kernel_initializer=keras.initializers.RandomNormal(
                                     stddev=0.001))
-    self.stripe_bn = [keras.layers.BatchNormalization(center=False, epsilon=1e-5,
-                                                      name=f"stripe_bn_{i}")
+    self.stripe_bn = [batch_norm(sync_bn, f"stripe_bn_{i}", center=False)
                       for i in range(cfg.num_stripes)]
     self.C_n = [keras.layers.Dense(num_classes, use_bias=False, name=f"C_{i}",
                                    kernel_initializer=keras.initializers.RandomNormal(

@@ -6,7 +6,7 @@ Sub-networks, with the paper's names: E_i (content encoder) = F.E_sl when share_
 and F (E_sl, E_il, BN-neck, C, C_n).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -20,21 +20,24 @@ from jsia_tf.models import variation
 
 @keras.saving.register_keras_serializable(package="jsia_tf")
 class JSIA(keras.Model):
-  """All networks of JSIA-ReID for `num_classes` training identities."""
+  """All networks of JSIA-ReID for `num_classes` training identities. `sync_bn`
+  synchronises F's batch statistics across replicas (training with 2+ replicas)."""
 
-  def __init__(self, model_cfg: config_lib.ModelConfig, num_classes: int, **kwargs):
+  def __init__(self, model_cfg: config_lib.ModelConfig, num_classes: int,
+               sync_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.model_cfg, self.num_classes = model_cfg, num_classes
+    self.model_cfg, self.num_classes, self.sync_bn = model_cfg, num_classes, sync_bn
     cfg = model_cfg
     # Keras initialisers without their own seed draw from the global generator:
     # seeding it here makes the initial weights a function of the config's seed.
     keras.utils.set_random_seed(cfg.seed)
-    trunk = feature.build_trunk(cfg)
+    trunk = feature.build_trunk(cfg, sync_bn)
     # share_sl=False (Table 3 "no SL") gives E_sl weights of its own; E_i keeps the
     # trunk's stem + stage 1 as the content encoder.
     self.E_i = trunk["E_sl"]
-    E_sl = self.E_i if cfg.share_sl else feature.build_trunk(cfg)["E_sl"]
-    self.F = feature.FeatureModule(cfg, num_classes, E_sl, trunk["E_il"], name="F")
+    E_sl = self.E_i if cfg.share_sl else feature.build_trunk(cfg, sync_bn)["E_sl"]
+    self.F = feature.FeatureModule(cfg, num_classes, E_sl, trunk["E_il"], sync_bn,
+                                   name="F")
     c = self.E_i.output.shape[-1]
     self.E_s_rgb = generation.StyleEncoder(cfg, name="E_s_rgb")
     self.E_s_ir = generation.StyleEncoder(cfg, name="E_s_ir")
@@ -59,12 +62,13 @@ class JSIA(keras.Model):
 
   def get_config(self):
     return {"model_cfg": config_lib.to_dict(self.model_cfg),
-            "num_classes": self.num_classes, "name": self.name}
+            "num_classes": self.num_classes, "sync_bn": self.sync_bn, "name": self.name}
 
   @classmethod
   def from_config(cls, config):
     return cls(config_lib.from_dict(config_lib.ModelConfig, config["model_cfg"]),
-               config["num_classes"], name=config.get("name"))
+               config["num_classes"], config.get("sync_bn", False),
+               name=config.get("name"))
 
   # ---- G -------------------------------------------------------------------------
 
@@ -117,6 +121,17 @@ class JSIA(keras.Model):
         "x_rgb_cycle": self.D_rgb(m_rgb2ir, s_rgb), "x_ir_cycle": self.D_ir(m_ir2rgb, s_ir),
     }
 
+  def translate(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, training=False) -> Dict[str, tf.Tensor]:
+    """Eq. (3) alone: the generation-size reals and their cross-modality pairs, what
+    the discriminator step needs. E_i runs through `reencode_content`, so this extra
+    pass never moves its BN moving statistics (`generate` does, once a step)."""
+    x_rgb_g, x_ir_g = self.to_gen_size(x_rgb), self.to_gen_size(x_ir)
+    m_rgb = self.reencode_content(x_rgb_g, training)
+    m_ir = self.reencode_content(x_ir_g, training)
+    return {"x_rgb_gen": x_rgb_g, "x_ir_gen": x_ir_g,
+            "x_rgb2ir": self.D_ir(m_rgb, self.E_s_ir(x_ir_g)),
+            "x_ir2rgb": self.D_rgb(m_ir, self.E_s_rgb(x_rgb_g))}
+
   def code_reconstruction_loss(self, g: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
     """Content and style code reconstruction L1 of the generated pairs [B].
 
@@ -151,9 +166,26 @@ class JSIA(keras.Model):
 
   # ---- V -------------------------------------------------------------------------
 
-  def vary(self, m: tf.Tensor, seed: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-    """Eq. (9): z = E_v(M), M_recon = D_v(z)."""
-    out = self.E_v(m, seed)
+  @property
+  def latent_shape(self) -> Tuple[int, int, int]:
+    """(h, w, channels) of V's latent z: a quarter of the content map's size."""
+    h, w = self.model_cfg.image_size
+    return (h // 16, w // 16, self.model_cfg.latent_channels)
+
+  def draws(self, seed: tf.Tensor, n: int) -> Dict[str, tf.Tensor]:
+    """Every random draw of a forward pass on n rows, from a stateless `seed` [2]:
+    V's noise eps_<m> [n, *latent_shape] and the mixing ratios alpha_<m> ~ U(0, 1)
+    [n], for m in rgb, ir. A replica slices its rows out of the global draws, so the
+    numbers do not depend on the replica count."""
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    return {"eps_rgb": tf.random.stateless_normal([n, *self.latent_shape], seeds[0]),
+            "eps_ir": tf.random.stateless_normal([n, *self.latent_shape], seeds[1]),
+            "alpha_rgb": tf.random.stateless_uniform([n], seeds[2]),
+            "alpha_ir": tf.random.stateless_uniform([n], seeds[3])}
+
+  def vary(self, m: tf.Tensor, eps: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """Eq. (9): z = E_v(M) = mu + tau eps, M_recon = D_v(z)."""
+    out = self.E_v(m, eps)
     out["M_recon"] = self.D_v(out["z"])
     return out
 
@@ -166,33 +198,61 @@ class JSIA(keras.Model):
 
   # ---- whole forward pass ----------------------------------------------------------
 
-  def call(self, inputs: Dict[str, tf.Tensor], training=False) -> Dict[str, tf.Tensor]:
-    """One forward pass of every module on a P x K batch {"x_rgb", "x_ir"} (and an
-    optional int "seed" [2] for V's noise and the mixing ratios): G's images and
-    codes, V's latents and an unseen-identity RGB image mixing each row with the
-    next identity, and F's outputs for the real images, the generated pairs and the
-    mixed images (prefixed F_<image>_)."""
-    x_rgb, x_ir = inputs["x_rgb"], inputs["x_ir"]
-    seed = inputs.get("seed")
+  def forward(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, draws: Dict[str, tf.Tensor],
+              partner: tf.Tensor, training=False, with_F: bool = True) -> Dict[str, tf.Tensor]:
+    """One forward pass of G, V and (with `with_F`) F on identity-aligned batches.
+
+    G: `generate`'s images and codes. V, per modality m: mu_m, tau_m, z_m, M_m_recon
+    (Eq. 9), and an unseen identity mixing row b with row partner[b], a different
+    identity of the same modality (Eq. 14): z_mix_m, s_mix_m, x_mix_m. F: the
+    outputs (M, T, v, f, logits, stripe_logits) of the real images, the generated
+    pairs and the mixed images, as F_<image>_<output>. `draws` holds `draws()`'s
+    tensors for these rows.
+    """
     out = dict(self.generate(x_rgb, x_ir, training))
-    seeds = (None, None) if seed is None else tf.unstack(
-        tf.random.experimental.stateless_split(seed, 2))
-    v = self.vary(out["M_rgb"], seeds[0])
-    out.update({f"{k}_rgb" if k != "M_recon" else "M_rgb_recon": t for k, t in v.items()})
-    alpha = (tf.fill([tf.shape(x_rgb)[0]], 0.5) if seed is None else
-             tf.random.stateless_uniform([tf.shape(x_rgb)[0]], seeds[1]))
-    # Partner: the row half a batch away, a different identity in a P x K batch.
-    shift = tf.shape(x_rgb)[0] // 2
-    mixed = self.mix(v["z"], tf.roll(v["z"], shift, 0), out["s_rgb"],
-                     tf.roll(out["s_rgb"], shift, 0), alpha, "rgb")
-    out.update(mixed, alpha=alpha)
+    for m in ("rgb", "ir"):
+      v = self.vary(out[f"M_{m}"], draws[f"eps_{m}"])
+      out.update({f"mu_{m}": v["mu"], f"tau_{m}": v["tau"], f"z_{m}": v["z"],
+                  f"M_{m}_recon": v["M_recon"], f"alpha_{m}": draws[f"alpha_{m}"]})
+      s = out[f"s_{m}"]
+      mixed = self.mix(v["z"], tf.gather(v["z"], partner), s, tf.gather(s, partner),
+                       draws[f"alpha_{m}"], m)
+      out.update({f"{k}_{m}": t for k, t in mixed.items()})
+    if with_F:
+      out.update(self.features(out, x_rgb, x_ir, training))
+    return out
+
+  def features(self, out: Dict[str, tf.Tensor], x_rgb: tf.Tensor, x_ir: tf.Tensor,
+               training=False) -> Dict[str, tf.Tensor]:
+    """F's outputs (M, T, v, f, logits, stripe_logits) as F_<image>_<output> for the
+    real images x_rgb, x_ir (any rows) and for `forward`'s generated pairs and mixed
+    images: images rgb, ir, rgb2ir, ir2rgb, mix_rgb, mix_ir."""
+    feats = {}
     for name, images in (("rgb", x_rgb), ("ir", x_ir),
                          ("rgb2ir", self.to_image_size(out["x_rgb2ir"])),
                          ("ir2rgb", self.to_image_size(out["x_ir2rgb"])),
-                         ("mix", self.to_image_size(mixed["x_mix"]))):
+                         ("mix_rgb", self.to_image_size(out["x_mix_rgb"])),
+                         ("mix_ir", self.to_image_size(out["x_mix_ir"]))):
       for key, value in self.F(images, training=training).items():
-        out[f"F_{name}_{key}"] = value
-    return out
+        feats[f"F_{name}_{key}"] = value
+    return feats
+
+  def call(self, inputs: Dict[str, tf.Tensor], training=False) -> Dict[str, tf.Tensor]:
+    """`forward` on {"x_rgb", "x_ir"} with optional "seed" (int [2]; without it eps
+    = 0, so z = mu, and alpha = 0.5) and "partner" (int [n]; default: the row half a
+    batch away, a different identity in a P x K batch)."""
+    x_rgb, x_ir = inputs["x_rgb"], inputs["x_ir"]
+    n = tf.shape(x_rgb)[0]
+    if inputs.get("seed") is not None:
+      draws = self.draws(inputs["seed"], n)
+    else:
+      zeros = tf.zeros(tf.concat([[n], self.latent_shape], 0))
+      half = tf.fill([n], 0.5)
+      draws = {"eps_rgb": zeros, "eps_ir": zeros, "alpha_rgb": half, "alpha_ir": half}
+    partner = inputs.get("partner")
+    if partner is None:
+      partner = (tf.range(n) + n // 2) % n
+    return self.forward(x_rgb, x_ir, draws, partner, training)
 
   def sub_networks(self) -> Dict[str, keras.Model]:
     """The named sub-networks (E_sl listed once when shared with E_i)."""
@@ -207,9 +267,9 @@ class JSIA(keras.Model):
 
 
 def build(model_cfg: config_lib.ModelConfig, num_classes: int,
-          batch_size: int = 2) -> JSIA:
+          batch_size: int = 2, sync_bn: bool = False) -> JSIA:
   """Builds every weight of the model by one forward pass on zeros."""
-  model = JSIA(model_cfg, num_classes)
+  model = JSIA(model_cfg, num_classes, sync_bn)
   zeros = tf.zeros([batch_size] + list(model_cfg.image_size) + [3])
   model({"x_rgb": zeros, "x_ir": zeros})
   return model

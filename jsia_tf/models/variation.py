@@ -2,8 +2,9 @@
 
 E_v maps M [B, h, w, c] to the mean mu and the standard deviation tau (positive via
 softplus) of a spatial latent z [B, h/4, w/4, latent_channels]; z = mu + tau * eps
-(the reparameterisation trick) with eps drawn from a seed given by the caller, so
-every draw is reproducible. D_v maps z back to a content map. No public code exists
+(the reparameterisation trick) with the standard normal eps given by the caller
+(drawn from a seed in the config), so every draw is reproducible and a training step
+can draw it for the global batch and slice its replica's rows. D_v maps z back to a content map. No public code exists
 for this module; the sizes are ours (../shared/SPEC.md).
 """
 
@@ -18,7 +19,7 @@ from jsia_tf.models import generation
 
 @keras.saving.register_keras_serializable(package="jsia_tf")
 class VariationEncoder(generation.FromModelConfig, keras.Model):
-  """E_v: M -> {"mu", "tau", "z"}; without a seed, z = mu (the mean, for tests and
+  """E_v: M -> {"mu", "tau", "z"}; without eps, z = mu (the mean, for tests and
   inference)."""
 
   def __init__(self, cfg: config_lib.ModelConfig, content_channels: int, **kwargs):
@@ -29,16 +30,13 @@ class VariationEncoder(generation.FromModelConfig, keras.Model):
     self.mu = keras.layers.Conv2D(cfg.latent_channels, 1, name="mu")
     self.tau = keras.layers.Conv2D(cfg.latent_channels, 1, name="tau")
 
-  def call(self, m, seed: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+  def call(self, m, eps: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
     x = m
     for layer in self.down:
       x = layer(x)
     mu = self.mu(x)
     tau = tf.nn.softplus(self.tau(x)) + 1e-4
-    if seed is None:
-      z = mu
-    else:
-      z = mu + tau * tf.random.stateless_normal(tf.shape(mu), seed, dtype=mu.dtype)
+    z = mu if eps is None else mu + tau * tf.cast(eps, mu.dtype)
     return {"mu": mu, "tau": tau, "z": z}
 
 

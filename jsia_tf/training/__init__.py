@@ -1,0 +1,1 @@
+"""Training: the experiment config, distribution strategies, the train step and loop."""

@@ -1,0 +1,252 @@
+"""The training run: data, strategy, trainer, the loop with its progress, summaries,
+checkpoints and evaluations, and the final evaluation.
+
+Workdir layout:
+  config.json          the ExperimentConfig (refused on resume if it conflicts)
+  metrics.jsonl        per report: step, stage, mean loss terms, lrs, images/s
+  checkpoints/         tf.train.CheckpointManager (networks, optimizers, step, stage)
+  tensorboard/         scalars, image grids, interpolation strips, eval metrics
+  eval/                features.npz, report.json and table.txt of the final evaluation
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.data import pipeline
+from jsia_tf.data import synthetic
+from jsia_tf.data import table as table_lib
+from jsia_tf.data import tfrecords
+from jsia_tf.evaluation import extract
+from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import protocols
+from jsia_tf.evaluation import report as report_lib
+from jsia_tf.models import feature
+from jsia_tf.training import distribute
+from jsia_tf.training import experiment
+from jsia_tf.training import summaries
+from jsia_tf.training import trainer as trainer_lib
+
+Log = Callable[[str], None]
+CONSOLE_TERMS = ("total", "dis", "gan", "recon", "cycle", "v", "id", "il", "lr", "ui")
+DEMO_DATA_DIRS = {"sysu": "data/sysu_demo", "regdb": "data/regdb_demo"}
+METRICS_FILE = "metrics.jsonl"
+
+
+def lrs_named(lrs: Dict[str, float]) -> Dict[str, float]:
+  """{"lr_G": ..., "lr_Dis": ..., "lr_F": ...}."""
+  return {f"lr_{k}": v for k, v in lrs.items()}
+
+
+def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.DataConfig:
+  """`data` itself when it names a data set; else the generated demo set of its
+  layout (in `DEMO_DATA_DIRS`), generated first if it is not there yet."""
+  if data.data_dir or data.tfrecord_dir:
+    return data
+  root = DEMO_DATA_DIRS[data.dataset]
+  if not os.path.isdir(root):
+    log(f"no --data_dir given: generating the demo {data.dataset} data set in {root}")
+    synthetic.generate(synthetic.SyntheticConfig(layout=data.dataset, output_dir=root),
+                       log=log)
+  else:
+    log(f"no --data_dir given: using the demo {data.dataset} data set in {root}")
+  return dataclasses.replace(data, data_dir=root)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _check_finite(values: Dict[str, float], step: int, last_checkpoint: Optional[str]):
+  for name, value in values.items():
+    if not math.isfinite(value):
+      raise errors.TrainingError(
+          f"loss term {name!r} is {value} at step {step}: training stopped. The last "
+          f"good checkpoint, {last_checkpoint or 'none (none was written yet)'}, is "
+          f"kept; lower the learning rates or the loss weights and rerun to resume "
+          f"from it")
+
+
+def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, float]:
+  """The periodic evaluation: SYSU-MM01 all-search single-shot over 10 gallery
+  draws, or RegDB visible->thermal; mean R1, mAP, mINP."""
+  if dataset == "sysu":
+    trials = protocols.evaluate_sysu(feats, modes=["all"], shots=[1])[("all", 1)]
+  else:
+    trials = [protocols.evaluate_regdb(feats, "v2t")]
+  mean = report_lib.summarize(trials)["mean"]
+  return {k: mean[k] for k in ("R1", "mAP", "mINP")}
+
+
+def _write_report(report: Dict, path: str) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(report, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def final_evaluation(embed, test_table: table_lib.ImageTable,
+                     cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
+  """Embeds the test split and evaluates it under the data set's protocol. Writes
+  eval/features.npz, eval/report.json (with the experiment config and, for scale,
+  `random_baseline`: the same protocol on random features, i.e. random ranking)
+  and eval/table.txt; returns the report."""
+  out_dir = os.path.join(cfg.train.workdir, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  feats = extract.extract_features(embed, test_table, cfg.data,
+                                   flip_average=cfg.train.flip_average)
+  path = os.path.join(out_dir, "features.npz")
+  features_lib.save(path, feats)
+  report = report_lib.evaluate(config_lib.EvalConfig(features=(path,),
+                                                     protocol=cfg.data.dataset))
+  rng = np.random.default_rng(cfg.data.seed)
+  random_path = os.path.join(out_dir, "random_features.npz")
+  features_lib.save(random_path, dataclasses.replace(
+      feats, features=rng.standard_normal(feats.features.shape).astype(np.float32)))
+  random_report = report_lib.evaluate(config_lib.EvalConfig(
+      features=(random_path,), protocol=cfg.data.dataset))
+  os.remove(random_path)
+  report["random_baseline"] = random_report["settings"]
+  report["experiment"] = config_lib.to_dict(cfg)
+  table = (report_lib.format_table(report) + "\nrandom ranking, same protocol:\n" +
+           report_lib.format_table(random_report))
+  _write_report(report, os.path.join(out_dir, "report.json"))
+  with open(os.path.join(out_dir, "table.txt"), "w") as f:
+    f.write(table + "\n")
+  log(f"final evaluation ({len(test_table)} test images):\n{table}\nwrote {out_dir}/"
+      f"{{features.npz, report.json, table.txt}}")
+  return report
+
+
+class _Meter:
+  """Means of the step values since the last report, and the image rate."""
+
+  def __init__(self):
+    self.sums, self.count, self.start = {}, 0, time.time()
+
+  def add(self, values: Dict[str, float]):
+    for k, v in values.items():
+      self.sums[k] = self.sums.get(k, 0.0) + v
+    self.count += 1
+
+  def means(self) -> Dict[str, float]:
+    return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+def run(cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
+  """Trains (or resumes) the run of `cfg` to its end (or `stop_at_step`), then
+  evaluates it on the test split. Returns {"step", "losses", "report"}."""
+  # The strategy first: logical CPU devices can only be made before anything
+  # initialises TensorFlow's devices.
+  strategy = distribute.make_strategy(cfg.train)
+  previous_policy = distribute.set_numerics(cfg.train)
+  try:
+    return _run(cfg, strategy, log)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
+         log: Log) -> Dict:
+  t = cfg.train
+  if cfg.model.backbone_weights:  # fail fast, before any data is read
+    feature.resolve_resnet50_weights(cfg.model.backbone_weights)
+  chief = distribute.is_chief(strategy)
+  if chief:
+    experiment.prepare_workdir(cfg)
+  train_table = tfrecords.load_split(cfg.data, "train")
+  test_table = tfrecords.load_split(cfg.data, "test") if chief else None
+  num_classes = int(train_table.label.max()) + 1
+  log(f"training data: {len(train_table)} images of {num_classes} identities; "
+      f"{strategy.num_replicas_in_sync} replica(s) ({t.strategy}); preset "
+      f"{cfg.model.preset}; workdir {t.workdir}")
+  trainer = trainer_lib.Trainer(cfg, strategy, num_classes)
+  ckpt_dir = trainer_lib.checkpoint_dir(t.workdir)
+  if not chief:  # every worker must save (collectives); only the chief's is kept
+    ckpt_dir = os.path.join(t.workdir, f".worker{distribute.task_id(strategy)}")
+  manager = trainer.checkpoint_manager(ckpt_dir)
+  step = trainer.restore(manager)
+  last_checkpoint = manager.latest_checkpoint
+  if step:
+    log(f"resumed from {last_checkpoint} at step {step} ({t.stage(step - 1)} stage)")
+  end = min(t.total_steps, t.stop_at_step) if t.stop_at_step else t.total_steps
+
+  dataset = strategy.distribute_datasets_from_function(
+      lambda ctx: pipeline.make_train_dataset(train_table, cfg.data, ctx, start_batch=step))
+  batches = iter(dataset)
+  writer = (tf.summary.create_file_writer(os.path.join(t.workdir, "tensorboard"))
+            if chief else tf.summary.create_noop_writer())
+  embed = tf.function(trainer.embed, reduce_retracing=True)
+  visual = next(iter(pipeline.make_train_dataset(train_table, cfg.data))) if chief else None
+  images_per_step = 2 * cfg.data.batch_p * cfg.data.batch_k
+  meter, run_start, start_step = _Meter(), time.time(), step
+  values: Dict[str, float] = {}
+
+  while step < end:
+    lrs = trainer.set_learning_rates(step)
+    values = trainer.train_step(next(batches), step)
+    _check_finite(values, step + 1, last_checkpoint)
+    meter.add(values)
+    step += 1
+    if step % t.log_every == 0 or step == end:
+      elapsed = time.time() - meter.start
+      rate = meter.count * images_per_step / max(elapsed, 1e-9)
+      done_rate = (step - start_step) / max(time.time() - run_start, 1e-9)
+      means = meter.means()
+      shown = "  ".join(f"{k} {means[k]:.4f}" for k in CONSOLE_TERMS if k in means)
+      log(f"[{t.stage(step - 1)}] step {step}/{t.total_steps}  {shown}  "
+          f"{rate:.0f} img/s  ETA {_format_eta((end - step) / max(done_rate, 1e-9))}")
+      if chief:
+        with open(os.path.join(t.workdir, METRICS_FILE), "a") as f:
+          f.write(json.dumps({"step": step, "stage": t.stage(step - 1),
+                              "images_per_second": rate, **lrs_named(lrs),
+                              **means}) + "\n")
+      with writer.as_default(step=step):
+        for k, v in means.items():
+          tf.summary.scalar(f"loss/{k}", v)
+        for k, v in lrs.items():
+          tf.summary.scalar(f"lr/{k}", v)
+        tf.summary.scalar("images_per_second", rate)
+      meter = _Meter()
+    if chief and t.image_every and (step % t.image_every == 0 or step == end):
+      with writer.as_default(step=step):
+        for name, grid in summaries.image_grids(
+            trainer.model, visual["x_rgb"][:4], visual["x_ir"][:4]).items():
+          tf.summary.image(name, grid)
+        # The first and the last identity of the batch: different people.
+        tf.summary.image("V/interpolation alpha 0 -> 1", summaries.interpolation_strip(
+            trainer.model, visual["x_rgb"][0], visual["x_rgb"][-1]))
+    if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
+      last_checkpoint = manager.save(checkpoint_number=step)
+    if chief and t.eval_every and step % t.eval_every == 0 and step < end:
+      metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
+                                                       log_every_seconds=1e9),
+                              cfg.data.dataset)
+      log(f"eval at step {step}: " + "  ".join(f"{k} {100 * v:.2f}%"
+                                               for k, v in metrics.items()))
+      with writer.as_default(step=step):
+        for k, v in metrics.items():
+          tf.summary.scalar(f"eval/{k}", v)
+  if step > start_step or not manager.latest_checkpoint:
+    last_checkpoint = manager.save(checkpoint_number=step)
+  writer.flush()
+  if not chief:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  result = {"step": step, "losses": values, "report": None}
+  if step < t.total_steps:
+    log(f"stopped at step {step} of {t.total_steps} (--stop_at_step); rerun with "
+        f"--workdir={t.workdir} to resume")
+    return result
+  if chief:
+    result["report"] = final_evaluation(embed, test_table, cfg, log)
+  return result

@@ -1,0 +1,186 @@
+"""Training: the tiny preset end to end, resume, replicas, schedules and bad input."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf import losses
+from jsia_tf.training import experiment
+from jsia_tf.training import loop
+from jsia_tf.training import trainer as trainer_lib
+
+from conftest import run_python
+
+
+def _cfg(data_dir, workdir, **train):
+  """The tiny preset on the tiny SYSU set: P=4 identities x K=2 images."""
+  model = config_lib.model_config("tiny")
+  data = config_lib.DataConfig(data_dir=data_dir, image_height=model.image_height,
+                               image_width=model.image_width, batch_p=4, batch_k=2)
+  defaults = dict(workdir=str(workdir), warmup_steps=2, joint_steps=2, gen_ids=2,
+                  log_every=1, image_every=0, eval_every=0)
+  return experiment.ExperimentConfig(data, model, losses.LossWeights(),
+                                     config_lib.TrainConfig(**{**defaults, **train}))
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, loop.METRICS_FILE)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_unseen_partners_pair_different_identities():
+  partner = trainer_lib.unseen_partners(4, 2)
+  np.testing.assert_array_equal(partner, [2, 3, 0, 1, 6, 7, 4, 5])
+  # Odd: the last identity mixes with the first.
+  np.testing.assert_array_equal(trainer_lib.unseen_partners(3, 1), [1, 0, 0])
+
+
+def test_schedule_stages_and_lr_decay():
+  t = config_lib.TrainConfig(warmup_steps=10, joint_steps=100)
+  assert [t.stage(s) for s in (0, 9, 10)] == ["warmup", "warmup", "joint"]
+  assert t.lr_factor(69) == 1.0 and t.lr_factor(70) == pytest.approx(0.1)
+
+
+def test_tiny_end_to_end(sysu_dir, tmp_path):
+  """Data -> train (both stages) -> checkpoint -> TensorBoard -> evaluation."""
+  workdir = tmp_path / "run"
+  # A higher F lr than the paper's, so that 24 tiny joint steps show learning.
+  cfg = _cfg(sysu_dir, workdir, warmup_steps=8, joint_steps=24, image_every=32,
+             eval_every=16, checkpoint_every=16, lr_f=2e-3)
+  result = loop.run(cfg, log=lambda _: None)
+  assert result["step"] == 32
+  rows = _metrics(workdir)
+  assert [r["step"] for r in rows] == list(range(1, 33))
+  assert [r["stage"] for r in rows] == ["warmup"] * 8 + ["joint"] * 24
+  assert all(np.isfinite(v) for r in rows for k, v in r.items() if k != "stage")
+  assert "id" not in rows[0] and "id" in rows[8]  # re-id terms in the joint stage only
+  # A fixed-seed run learns: reconstruction and cycle fall over the run; the re-id
+  # term and the total (which gains the re-id terms at the stage switch) fall over
+  # the joint stage.
+  mean = lambda part, term: np.mean([r[term] for r in part])
+  for term in ("recon", "cycle"):
+    assert mean(rows[-4:], term) < mean(rows[:4], term), term
+  for term in ("id", "total"):
+    assert mean(rows[-8:], term) < mean(rows[8:16], term), term
+  # The lr decays after 60% of the joint stage.
+  assert rows[-1]["lr_F"] == pytest.approx(0.1 * rows[8]["lr_F"])
+  # Checkpoints, the saved config and the final evaluation.
+  assert tf.train.latest_checkpoint(workdir / "checkpoints").endswith("ckpt-32")
+  assert config_lib.load(experiment.ExperimentConfig, workdir / "config.json") == cfg
+  report = json.load(open(workdir / "eval" / "report.json"))
+  assert set(report["settings"]) == {"all-search single-shot", "all-search multi-shot",
+                                     "indoor-search single-shot",
+                                     "indoor-search multi-shot"}
+  assert report["experiment"]["train"]["workdir"] == str(workdir)
+  assert os.path.isfile(workdir / "eval" / "features.npz")
+  # TensorBoard: losses, lrs, images/s, image grids, the interpolation strip, eval.
+  tags = set()
+  for event_file in (workdir / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      tags.update(v.tag for v in event.summary.value)
+  for tag in ("loss/total", "loss/recon", "loss/id", "lr/F", "images_per_second",
+              "V/interpolation alpha 0 -> 1", "eval/R1", "eval/mAP", "eval/mINP"):
+    assert tag in tags, tag
+  assert any(t.startswith("G/rgb") for t in tags) and any(t.startswith("G/ir") for t in tags)
+
+
+def test_resume_continues_exactly(sysu_dir, tmp_path):
+  """4 steps at once == 2 steps, stop, resume to 4 (deterministic ops): the same
+  losses and the same weights; the step counter and optimizer state continue."""
+  whole = _cfg(sysu_dir, tmp_path / "whole", deterministic=True)
+  loop.run(whole, log=lambda _: None)
+  split = _cfg(sysu_dir, tmp_path / "split", deterministic=True, stop_at_step=2)
+  first = loop.run(split, log=lambda _: None)
+  assert first["step"] == 2 and first["report"] is None
+  lines = []
+  second = loop.run(dataclasses.replace(split, train=dataclasses.replace(
+      split.train, stop_at_step=0)), log=lines.append)
+  assert second["step"] == 4
+  assert any("resumed from" in line and "at step 2" in line for line in lines)
+  a, b = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
+  assert [r["step"] for r in b] == [1, 2, 3, 4]
+  for ra, rb in zip(a, b):
+    for k in ra:
+      if k not in ("stage", "images_per_second"):
+        assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-6), (ra["step"], k)
+  readers = [tf.train.load_checkpoint(str(tmp_path / name / "checkpoints"))
+             for name in ("whole", "split")]
+  names = [n for n, _ in tf.train.list_variables(str(tmp_path / "whole" / "checkpoints"))
+           if "OPTIMIZER_SLOT" in n or "optimizer_F" in n or "model" in n]
+  assert len(names) > 50
+  for name in names:
+    np.testing.assert_allclose(readers[1].get_tensor(name), readers[0].get_tensor(name),
+                               rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_mirrored_two_cpus_agrees_with_one_replica(sysu_dir, tmp_path):
+  """Step 1 of the joint stage on 2 logical CPUs (sync BN, gathered triplet mining,
+  sliced random draws) gives the single replica's losses."""
+  runs = {}
+  for name, train in (("one", {}), ("two", dict(strategy="mirrored", num_cpu_devices=2))):
+    cfg = _cfg(sysu_dir, tmp_path / name, warmup_steps=0, joint_steps=2, gen_ids=4,
+               **train)
+    loop.run(cfg, log=lambda _: None)
+    runs[name] = _metrics(tmp_path / name)
+  one, two = runs["one"], runs["two"]
+  for step in range(2):
+    for k in ("total", "dis", "gan", "recon", "cycle", "code", "v", "id", "il", "lr", "ui"):
+      assert two[step][k] == pytest.approx(one[step][k], rel=1e-4, abs=1e-6), (step, k)
+
+
+def test_check_finite_names_term_step_and_checkpoint():
+  with pytest.raises(errors.TrainingError, match=r"'recon' is nan at step 7.*ckpt-5"):
+    loop._check_finite({"total": 1.0, "recon": float("nan")}, 7, "w/checkpoints/ckpt-5")
+
+
+def test_conflicting_workdir_config_is_refused(sysu_dir, tmp_path):
+  cfg = _cfg(sysu_dir, tmp_path / "w")
+  experiment.prepare_workdir(cfg)
+  # Runtime settings may change on resume...
+  experiment.prepare_workdir(dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, log_every=5, stop_at_step=1)))
+  # ...weight-shaping ones may not.
+  other = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, lambda_il=0.0))
+  with pytest.raises(errors.ConfigError, match=r"--lambda_il: 0\.01 in the saved config, "
+                                               r"0\.0 now"):
+    experiment.prepare_workdir(other)
+
+
+def _train_cli(*args):
+  return run_python("-m", "jsia_tf.train", "--preset=tiny", "--log_every=1", *args)
+
+
+def test_cli_bad_inputs(sysu_dir, tmp_path):
+  cases = [
+      (["--dataset=market"], "market", "sysu"),
+      ([f"--data_dir={sysu_dir}", "--batch_p=3", "--strategy=mirrored",
+        "--num_cpu_devices=2", f"--workdir={tmp_path}/a"],
+       "--batch_p=3", "multiple of the number of replicas (2)"),
+      ([f"--data_dir={sysu_dir}", "--jit_compile", "--strategy=mirrored",
+        "--num_cpu_devices=2", f"--workdir={tmp_path}/b"],
+       "--jit_compile", "single replica"),
+      ([f"--data_dir={sysu_dir}", "--preset=paper", "--backbone_weights=/nope/w.h5",
+        f"--workdir={tmp_path}/c"], "/nope/w.h5",
+       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+      ([f"--data_dir={sysu_dir}", "--strategy=multi_worker", f"--workdir={tmp_path}/d"],
+       "TF_CONFIG", "cluster"),
+      ([f"--data_dir={tmp_path}/missing", f"--workdir={tmp_path}/e"], "missing", ""),
+  ]
+  for args, *needles in cases:
+    proc = _train_cli(*args)
+    assert proc.returncode != 0, args
+    assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+    for needle in needles:
+      assert needle in proc.stderr, (args, needle, proc.stderr[-2000:])
+  # A workdir holding another experiment.
+  cfg = _cfg(sysu_dir, tmp_path / "f")
+  experiment.prepare_workdir(cfg)
+  proc = _train_cli(f"--data_dir={sysu_dir}", f"--workdir={tmp_path}/f", "--lambda_ui=0")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert "--lambda_ui: 0.01 in the saved config, 0.0 now" in proc.stderr
