@@ -171,6 +171,8 @@ def test_cli_bad_inputs(sysu_dir, tmp_path):
       ([f"--data_dir={sysu_dir}", "--strategy=multi_worker", f"--workdir={tmp_path}/d"],
        "TF_CONFIG", "cluster"),
       ([f"--data_dir={tmp_path}/missing", f"--workdir={tmp_path}/e"], "missing", ""),
+      ([f"--data_dir={sysu_dir}", "--mixed_precision=bfloat16", f"--workdir={tmp_path}/g"],
+       "--mixed_precision='bfloat16'", "not finished yet"),
   ]
   for args, *needles in cases:
     proc = _train_cli(*args)
