@@ -7,9 +7,6 @@
       [--direction=v2t|t2v]
 """
 
-import json
-import os
-
 from flags import eval_flags
 from jsia_tf import cli
 from jsia_tf.evaluation import report as report_lib
@@ -22,9 +19,7 @@ def main(argv):
   report = report_lib.evaluate(cfg)
   print(report_lib.format_table(report))
   if cfg.output_json:
-    os.makedirs(os.path.dirname(os.path.abspath(cfg.output_json)), exist_ok=True)
-    with open(cfg.output_json, "w") as f:
-      json.dump(report, f, indent=2)
+    report_lib.save(report, cfg.output_json)
     print(f"wrote {cfg.output_json}")
 
 

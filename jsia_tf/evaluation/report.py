@@ -1,5 +1,6 @@
 """Evaluation runs over features files, their summaries, and the console table."""
 
+import json
 import os
 from typing import Dict, List
 
@@ -28,10 +29,18 @@ def summarize(results: List[ranking.RankingResult]) -> Dict:
 
 
 def evaluate(cfg: config_lib.EvalConfig) -> Dict:
-  """Runs the evaluation of `cfg`; returns the JSON-ready report."""
+  """Runs the evaluation of `cfg` on its features files; returns the JSON-ready
+  report."""
+  return evaluate_features([features_lib.load(path) for path in cfg.features], cfg)
+
+
+def evaluate_features(feature_sets: List[features_lib.FeatureSet],
+                      cfg: config_lib.EvalConfig) -> Dict:
+  """The report of `evaluate` for feature sets already in memory, one per file of
+  `cfg.features` (whose names the report records)."""
   settings = {}
   if cfg.protocol == "sysu":
-    feats = features_lib.load(cfg.features[0])
+    feats = feature_sets[0]
     perm = protocols.PermFile(cfg.perm_file) if cfg.perm_file else None
     results = protocols.evaluate_sysu(
         feats, modes=[cfg.mode] if cfg.mode else protocols.SYSU_MODES,
@@ -41,7 +50,7 @@ def evaluate(cfg: config_lib.EvalConfig) -> Dict:
       name = f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
       settings[name] = dict(summarize(trials), mode=mode, shots=shots)
   else:
-    feats = [features_lib.load(path) for path in cfg.features]
+    feats = feature_sets
     for direction in [cfg.direction] if cfg.direction else list(
         protocols.REGDB_DIRECTIONS):
       trials = [protocols.evaluate_regdb(f, direction, cfg.distance, cfg.max_rank)
@@ -57,6 +66,14 @@ def evaluate(cfg: config_lib.EvalConfig) -> Dict:
       "settings": settings,
       "config": config_lib.to_dict(cfg),
   }
+
+
+def save(report: Dict, path: str) -> None:
+  """Writes `report` as indented JSON to `path`, atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(report, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def format_table(report: Dict) -> str:

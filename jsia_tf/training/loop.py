@@ -89,12 +89,6 @@ def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, flo
   return {k: mean[k] for k in ("R1", "mAP", "mINP")}
 
 
-def _write_report(report: Dict, path: str) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2)
-  os.replace(path + ".tmp", path)
-
-
 def final_evaluation(embed, test_table: table_lib.ImageTable,
                      cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
   """Embeds the test split and evaluates it under the data set's protocol. Writes
@@ -107,20 +101,17 @@ def final_evaluation(embed, test_table: table_lib.ImageTable,
                                    flip_average=cfg.train.flip_average)
   path = os.path.join(out_dir, "features.npz")
   features_lib.save(path, feats)
-  report = report_lib.evaluate(config_lib.EvalConfig(features=(path,),
-                                                     protocol=cfg.data.dataset))
+  eval_cfg = config_lib.EvalConfig(features=(path,), protocol=cfg.data.dataset)
+  report = report_lib.evaluate_features([feats], eval_cfg)
   rng = np.random.default_rng(cfg.data.seed)
-  random_path = os.path.join(out_dir, "random_features.npz")
-  features_lib.save(random_path, dataclasses.replace(
-      feats, features=rng.standard_normal(feats.features.shape).astype(np.float32)))
-  random_report = report_lib.evaluate(config_lib.EvalConfig(
-      features=(random_path,), protocol=cfg.data.dataset))
-  os.remove(random_path)
+  random_report = report_lib.evaluate_features([dataclasses.replace(
+      feats, features=rng.standard_normal(feats.features.shape).astype(np.float32))],
+                                               eval_cfg)
   report["random_baseline"] = random_report["settings"]
   report["experiment"] = config_lib.to_dict(cfg)
   table = (report_lib.format_table(report) + "\nrandom ranking, same protocol:\n" +
            report_lib.format_table(random_report))
-  _write_report(report, os.path.join(out_dir, "report.json"))
+  report_lib.save(report, os.path.join(out_dir, "report.json"))
   with open(os.path.join(out_dir, "table.txt"), "w") as f:
     f.write(table + "\n")
   log(f"final evaluation ({len(test_table)} test images):\n{table}\nwrote {out_dir}/"
