@@ -8,9 +8,21 @@ from jsia_tf import config as config_lib
 
 def define_eval_flags(flag_values=flags.FLAGS):
   """Defines the evaluator's flags; defaults come from `EvalConfig`."""
-  flags.DEFINE_list("features", None, "Features file(s) (.npz). SYSU-MM01: one file; "
+  flags.DEFINE_list("features", [], "Features file(s) (.npz). SYSU-MM01: one file; "
                     "RegDB: one file per trained trial, averaged.",
                     flag_values=flag_values)
+  flags.DEFINE_string("checkpoint", "", "Instead of --features: a training workdir "
+                      "(its newest checkpoint) or one checkpoint prefix; its test "
+                      "split is embedded once, then evaluated.", flag_values=flag_values)
+  flags.DEFINE_string("saved_model", "", "Instead of --features: an export of python -m "
+                      "jsia_tf.export (its newest version) or one version directory.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("data_dir", "", "With --checkpoint / --saved_model: where the "
+                      "run's data set is now; empty: the path the run was trained with.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output_features", "", "With --checkpoint / --saved_model: also "
+                      "write the extracted features here (.npz).",
+                      flag_values=flag_values)
   flags.DEFINE_enum("protocol", "sysu", list(config_lib.EVAL_PROTOCOLS),
                     "Evaluation protocol.", flag_values=flag_values)
   flags.DEFINE_enum("mode", "", ["", "all", "indoor"],
@@ -31,7 +43,6 @@ def define_eval_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
   flags.DEFINE_string("output_json", "", "Also write the report here (JSON).",
                       flag_values=flag_values)
-  flags.mark_flag_as_required("features", flag_values=flag_values)
 
 
 def eval_config_from_flags(flag_values=flags.FLAGS) -> config_lib.EvalConfig:

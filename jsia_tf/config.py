@@ -122,10 +122,18 @@ EVAL_PROTOCOLS = ("sysu", "regdb")
 class EvalConfig:
   """What `python -m jsia_tf.evaluate` evaluates and how.
 
-  Empty `mode` / `direction` and `shots=0` mean "every setting".
+  Empty `mode` / `direction` and `shots=0` mean "every setting". The features come
+  from exactly one source: `features` files, a training run (`checkpoint`: its
+  workdir or one checkpoint prefix) or an export (`saved_model`); a model source
+  embeds the test split of its run's data set (`data_dir` overrides where it is)
+  once, and `output_features` keeps those features.
   """
 
   features: Tuple[str, ...] = ()
+  checkpoint: str = ""
+  saved_model: str = ""
+  data_dir: str = ""
+  output_features: str = ""
   protocol: str = "sysu"
   mode: str = ""
   shots: int = 0
@@ -137,8 +145,15 @@ class EvalConfig:
   output_json: str = ""
 
   def __post_init__(self):
-    require(len(self.features) >= 1, "features", ",".join(self.features),
-            "one or more .npz features files")
+    sources = [f"--{name}" for name in ("features", "checkpoint", "saved_model")
+               if getattr(self, name)]
+    require(len(sources) == 1, "features", ",".join(self.features) or ",".join(sources),
+            "exactly one source of features: --features=FILE.npz, --checkpoint="
+            "WORKDIR or --saved_model=EXPORT_DIR" +
+            (f" (got {' and '.join(sources)})" if sources else ""))
+    require(not (self.features and (self.data_dir or self.output_features)), "data_dir",
+            self.data_dir or self.output_features,
+            "no --data_dir or --output_features with --features (they are for a model)")
     require(self.protocol in EVAL_PROTOCOLS, "protocol", self.protocol, "sysu or regdb")
     require(self.mode in ("", "all", "indoor"), "mode", self.mode, "all or indoor")
     require(self.shots in (0, 1, 10), "shots", self.shots, "1 or 10")
@@ -150,10 +165,11 @@ class EvalConfig:
             "an integer in 1..10")
     require(self.max_rank >= 20, "max_rank", self.max_rank,
             "an integer >= 20 (R20 is reported)")
-    if self.protocol == "sysu":
+    if self.protocol == "sysu" and self.features:
       require(len(self.features) == 1, "features", ",".join(self.features),
               "one file for SYSU-MM01 (its 10 trials are gallery draws); several "
               "files, one per trained trial, are for RegDB")
+    if self.protocol == "sysu":
       require(not self.direction, "direction", self.direction,
               "no --direction with --protocol=sysu")
     else:
@@ -356,3 +372,39 @@ class TrainConfig:
     """1, or `lr_decay` from `lr_decay_at` of the joint stage on."""
     decay_step = self.warmup_steps + int(round(self.lr_decay_at * self.joint_steps))
     return self.lr_decay if step >= decay_step else 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What `python -m jsia_tf.export` exports: the newest checkpoint of `workdir`
+  (or `checkpoint`, one prefix) as version `version` (0: one above the newest) of
+  `export_dir` (empty: WORKDIR/export)."""
+
+  workdir: str = ""
+  checkpoint: str = ""
+  export_dir: str = ""
+  version: int = 0
+
+  def __post_init__(self):
+    require(bool(self.workdir) or bool(self.checkpoint), "workdir", self.workdir,
+            "a training workdir (or --checkpoint=WORKDIR/checkpoints/ckpt-N)")
+    require(self.version >= 0, "version", self.version, "an integer >= 1 (0: next)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """What `python -m jsia_tf.search` ranks: each image of `query` (a file or a
+  folder) against the images under `gallery`, with the export `saved_model`."""
+
+  saved_model: str = ""
+  query: str = ""
+  gallery: str = ""
+  output: str = ""
+  top_k: int = 10
+  batch_size: int = 64
+
+  def __post_init__(self):
+    for name in ("saved_model", "query", "gallery", "output"):
+      require(bool(getattr(self, name)), name, getattr(self, name), "a path")
+    require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
+    require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")

@@ -5,18 +5,22 @@
       [--distance=cosine|euclidean] [--output_json=FILE]
   python -m jsia_tf.evaluate --features=trial1.npz,...,trial10.npz --protocol=regdb \
       [--direction=v2t|t2v]
+  python -m jsia_tf.evaluate --checkpoint=WORKDIR [--data_dir=DIR] [--output_features=F]
+  python -m jsia_tf.evaluate --saved_model=EXPORT_DIR [--data_dir=DIR]
 """
 
 from flags import eval_flags
 from jsia_tf import cli
+from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import report as report_lib
 
 
 def main(argv):
-  """Entry point: flags -> EvalConfig -> report -> table (and JSON)."""
+  """Entry point: flags -> EvalConfig -> report (from features files, or from a
+  model's features of the test split) -> table (and JSON)."""
   del argv
   cfg = eval_flags.eval_config_from_flags()
-  report = report_lib.evaluate(cfg)
+  report = report_lib.evaluate(cfg) if cfg.features else extract.evaluate_model(cfg)
   print(report_lib.format_table(report))
   if cfg.output_json:
     report_lib.save(report, cfg.output_json)

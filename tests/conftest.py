@@ -57,3 +57,24 @@ def sysu_copy(sysu_dir, tmp_path):
 def regdb_copy(regdb_dir, tmp_path):
   """A private copy of the tiny RegDB set that a test may damage."""
   return shutil.copytree(regdb_dir, tmp_path / "regdb")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(sysu_dir, tmp_path_factory):
+  """The workdir of a finished tiny training run (2 + 2 steps) on the tiny SYSU set,
+  with its checkpoint, config.json and final evaluation. Read-only."""
+  # Imported here: the training stack is heavy and most tests do not need it.
+  from jsia_tf import config as config_lib
+  from jsia_tf import losses
+  from jsia_tf.training import experiment
+  from jsia_tf.training import loop
+
+  model = config_lib.model_config("tiny")
+  data = config_lib.DataConfig(data_dir=sysu_dir, image_height=model.image_height,
+                               image_width=model.image_width, batch_p=4, batch_k=2)
+  train = config_lib.TrainConfig(
+      workdir=str(tmp_path_factory.mktemp("runs") / "tiny"), warmup_steps=2,
+      joint_steps=2, gen_ids=2, log_every=4, image_every=0, eval_every=0)
+  loop.run(experiment.ExperimentConfig(data, model, losses.LossWeights(), train),
+           log=lambda _: None)
+  return train.workdir

@@ -57,6 +57,16 @@ def test_tiny_named_outputs(tiny):
   np.testing.assert_allclose(tf.norm(emb, axis=1), 1.0, rtol=1e-5)
 
 
+def test_embed_flip_average_is_the_normalised_mean_with_the_mirror(tiny):
+  x = _batch(tiny.model_cfg)["x_rgb"]
+  plain = tiny.F.embed(x)
+  mirror = tiny.F.embed(tf.image.flip_left_right(x))
+  both = tiny.F.embed(x, flip_average=True)
+  expected = (plain + mirror) / tf.norm(plain + mirror, axis=1, keepdims=True)
+  np.testing.assert_allclose(both, expected, atol=1e-6)
+  assert float(tf.reduce_max(tf.abs(both - plain))) > 1e-3  # the mirror mattered
+
+
 def test_paper_preset_shapes_and_trunk_is_keras_resnet50():
   cfg = config_lib.model_config("paper")
   model = jsia.JSIA(cfg, 395)

@@ -84,6 +84,12 @@ def decode(encoded: tf.Tensor, size: Tuple[int, int]) -> tf.Tensor:
   """Encoded JPEG/PNG/BMP bytes -> float32 [H, W, 3] in [0, 255] at `size`."""
   image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
+  return resize(image, size)
+
+
+def resize(image: tf.Tensor, size: Tuple[int, int]) -> tf.Tensor:
+  """Images [..., h, w, 3] of any size in [0, 255] -> float32 at `size`, in [0, 255]:
+  the one resizing of training, evaluation and the exported model."""
   image = tf.image.resize(image, size, method="bilinear", antialias=True)
   # The antialiasing filter's float arithmetic can land a hair outside [0, 255].
   return tf.clip_by_value(image, 0.0, 255.0)

@@ -2,41 +2,43 @@
 
 The SYSU-MM01 trials only redraw the gallery, so the test set is embedded once and
 the trials are evaluated on the stored features. This is the one TensorFlow-using
-module of `jsia_tf.evaluation`; the protocols themselves are pure numpy.
+module of `jsia_tf.evaluation`; the protocols themselves are pure numpy. The model
+is a trainer's, a restored checkpoint's (`jsia_tf.serving.extractor`) or an
+exported SavedModel's.
 """
 
+import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Dict
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from jsia_tf import config as config_lib
+from jsia_tf import errors
 from jsia_tf.data import pipeline
 from jsia_tf.data import tfrecords
 from jsia_tf.data import table as table_lib
 from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import report as report_lib
+from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.serving import saved_model
 
 Embed = Callable[[tf.Tensor], tf.Tensor]
 
 
 def extract_features(embed: Embed, table: table_lib.ImageTable,
                      data_cfg: config_lib.DataConfig, batch_size: int = 128,
-                     flip_average: bool = False,
                      log_every_seconds: float = 10.0) -> features_lib.FeatureSet:
   """Embeds every image of `table` once, in table order.
 
-  `embed` maps float32 images [b, H, W, 3] in [-1, 1] to embeddings [b, D]. With
-  `flip_average` the embedding is the mean of the image's and its mirror's.
+  `embed` maps float32 images [b, H, W, 3] in [-1, 1] to embeddings [b, D].
   """
   chunks, done, start, last_log = [], 0, time.time(), time.time()
   for batch in pipeline.make_eval_dataset(table, data_cfg, batch_size):
     x = batch["x"]
-    out = embed(x)
-    if flip_average:
-      out = (out + embed(tf.image.flip_left_right(x))) / 2.0
-    chunks.append(np.asarray(out, np.float32))
+    chunks.append(np.asarray(embed(x), np.float32))
     done += int(x.shape[0])
     if time.time() - last_log >= log_every_seconds or done == len(table):
       rate = done / max(time.time() - start, 1e-9)
@@ -54,3 +56,32 @@ def extract_test_features(embed: Embed, data_cfg: config_lib.DataConfig,
   its TFRecords when `data_cfg.tfrecord_dir` is set, else from the image files."""
   return extract_features(embed, tfrecords.load_split(data_cfg, "test"), data_cfg,
                           **kwargs)
+
+
+def evaluate_model(cfg: config_lib.EvalConfig, log=print) -> Dict:
+  """The report of `cfg` for a model source (`checkpoint` or `saved_model`): the
+  test split of the run's data set is embedded once, then every setting and trial
+  is evaluated on those features."""
+  if cfg.checkpoint:
+    restored = extractor_lib.restore(cfg.checkpoint, "checkpoint")
+    run, embed = restored.config, tf.function(restored.extractor.embed)
+    source = f"checkpoint {restored.checkpoint} (step {restored.step})"
+  else:
+    served = saved_model.Served(cfg.saved_model)
+    run, embed = served.config, served.embed
+    source = f"SavedModel {served.directory} (step {served.metadata['step']})"
+  data = run.data
+  if cfg.data_dir:
+    data = dataclasses.replace(data, data_dir=cfg.data_dir, tfrecord_dir="")
+  if data.dataset != cfg.protocol:
+    raise errors.ConfigError(
+        f"--protocol={cfg.protocol} but the model was trained on {data.dataset}: pass "
+        f"--protocol={data.dataset}")
+  log(f"embedding the {data.dataset} test split of {data.data_dir} with the {source}")
+  feats = extract_test_features(embed, data)
+  if cfg.output_features:
+    features_lib.save(cfg.output_features, feats)
+    log(f"wrote {cfg.output_features}")
+  report = report_lib.evaluate_features([feats], cfg)
+  report["source"] = source
+  return report

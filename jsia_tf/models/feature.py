@@ -10,7 +10,7 @@ small ResNet of basic blocks (the `demo` and `tiny` presets) has the same split.
 
 import os
 import socket
-from typing import Dict
+from typing import Dict, Optional
 
 import keras
 import numpy as np
@@ -165,15 +165,19 @@ class FeatureModule(keras.Model):
 
   call() returns named tensors: M (E_sl map), T (E_il map), v [B, D] (pre-BN, the
   triplet's feature), f [B, D] (BN-neck), logits [B, C], stripe_logits [B, n, C].
+  With `num_classes=None` it is the test-time path only (no classifiers, no logits):
+  what evaluation and the exported model restore from a training checkpoint.
   """
 
-  def __init__(self, cfg: config_lib.ModelConfig, num_classes: int, E_sl: keras.Model,
-               E_il: keras.Model, sync_bn: bool = False, **kwargs):
+  def __init__(self, cfg: config_lib.ModelConfig, num_classes: Optional[int],
+               E_sl: keras.Model, E_il: keras.Model, sync_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.cfg, self.num_classes = cfg, num_classes
     self.trunk_input = TrunkInput(cfg.grey_input, cfg.backbone == "resnet50")
     self.E_sl, self.E_il = E_sl, E_il
     self.bn_neck = batch_norm(sync_bn, "bn_neck", center=False)
+    if num_classes is None:
+      return
     self.C = keras.layers.Dense(num_classes, use_bias=False, name="C",
                                 kernel_initializer=keras.initializers.RandomNormal(
                                     stddev=0.001))
@@ -193,6 +197,8 @@ class FeatureModule(keras.Model):
     t = self.E_il(m, training=training)
     v = tf.reduce_mean(t, axis=[1, 2])
     f = self.bn_neck(v, training=training)
+    if self.num_classes is None:
+      return {"M": m, "T": t, "v": v, "f": f}
     stripes = stripe_pool(t, self.cfg.num_stripes)
     stripe_logits = tf.stack(
         [c(bn(stripes[:, i], training=training)) for i, (bn, c) in
@@ -200,10 +206,18 @@ class FeatureModule(keras.Model):
     return {"M": m, "T": t, "v": v, "f": f, "logits": self.C(f),
             "stripe_logits": stripe_logits}
 
-  def embed(self, x, pre_bn: bool = False) -> tf.Tensor:
-    """Eq. (17): the L2-normalised test feature (BN-neck output, or pooled pre-BN)."""
-    out = self(x, training=False)
-    return tf.math.l2_normalize(out["v"] if pre_bn else out["f"], axis=-1)
+  def embed(self, x, flip_average: bool = False, pre_bn: bool = False) -> tf.Tensor:
+    """Eq. (17): the L2-normalised test feature [B, D] of images x [B, H, W, 3] in
+    [-1, 1] (BN-neck output, or pooled pre-BN). With `flip_average`, the normalised
+    mean of the image's and its mirror's features."""
+
+    def one(images):
+      out = self(images, training=False)
+      return tf.math.l2_normalize(out["v"] if pre_bn else out["f"], axis=-1)
+
+    if not flip_average:
+      return one(x)
+    return tf.math.l2_normalize(one(x) + one(tf.image.flip_left_right(x)), axis=-1)
 
 
 def count_params(model: keras.Model) -> int:

@@ -97,8 +97,7 @@ def final_evaluation(embed, test_table: table_lib.ImageTable,
   and eval/table.txt; returns the report."""
   out_dir = os.path.join(cfg.train.workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  feats = extract.extract_features(embed, test_table, cfg.data,
-                                   flip_average=cfg.train.flip_average)
+  feats = extract.extract_features(embed, test_table, cfg.data)
   path = os.path.join(out_dir, "features.npz")
   features_lib.save(path, feats)
   eval_cfg = config_lib.EvalConfig(features=(path,), protocol=cfg.data.dataset)

@@ -298,8 +298,10 @@ class Trainer:
     return int(self.step.numpy())
 
   def embed(self, x: tf.Tensor) -> tf.Tensor:
-    """Eq. (17): the test-time embedding of images in [-1, 1], float32."""
-    return tf.cast(self.model.F.embed(x), tf.float32)
+    """Eq. (17): the test-time embedding of images in [-1, 1], float32 (averaged
+    with the mirror image's with --flip_average)."""
+    return tf.cast(self.model.F.embed(x, flip_average=self.cfg.train.flip_average),
+                   tf.float32)
 
 
 def checkpoint_dir(workdir: str) -> str:

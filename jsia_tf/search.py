@@ -1,0 +1,24 @@
+"""Ranks a gallery of person images for query images with an exported model.
+
+  python -m jsia_tf.search --saved_model=runs/demo/export --query=IMAGE_OR_DIR \
+      --gallery=DIR --output=DIR [--top_k=10]
+
+Writes DIR/ranked/<query>.jpg (the query, then the top-k with scores; true matches
+framed green when ids are known from the folders), DIR/rankings.json and the cached
+gallery features DIR/gallery_features.npz (readable by python -m jsia_tf.evaluate).
+"""
+
+from flags import search_flags
+from jsia_tf import cli
+from jsia_tf.serving import search
+
+
+def main(argv):
+  """Entry point: flags -> SearchConfig -> rankings and ranked-list images."""
+  del argv
+  search.run(search_flags.search_config_from_flags())
+
+
+if __name__ == "__main__":
+  search_flags.define_search_flags()
+  cli.run(main)

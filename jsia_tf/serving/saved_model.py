@@ -1,0 +1,169 @@
+"""The SavedModel of the test-time extractor, laid out for TF Serving.
+
+EXPORT_DIR/<version>/ holds saved_model.pb, variables/ and assets/ (the run's
+config.json and `serving.json`: input size, embedding size, signatures, checkpoint).
+Signatures:
+  serving_default    images      float32 [B, H, W, 3] RGB 0..255 -> embedding [B, D]
+  serve_image_bytes  image_bytes string  [B] JPEG/PNG/BMP      -> embedding [B, D]
+A version is written under a hidden temporary name, checked by loading it back, and
+renamed into place: TF Serving (which watches numeric names) never sees a half
+version, and a failed export leaves nothing behind.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.training import experiment
+
+SERVING_DEFAULT = "serving_default"
+IMAGE_BYTES = "serve_image_bytes"
+METADATA_FILE = "serving.json"
+_VERSION = re.compile(r"^[0-9]+$")
+# The reloaded model must reproduce the in-memory one to float32 rounding.
+_CHECK_TOLERANCE = 1e-5
+
+
+def versions(export_dir: str) -> Dict[int, str]:
+  """{version: directory} of the complete versions in `export_dir`."""
+  if not os.path.isdir(export_dir):
+    return {}
+  return {int(name): os.path.join(export_dir, name) for name in os.listdir(export_dir)
+          if _VERSION.match(name) and
+          os.path.isfile(os.path.join(export_dir, name, "saved_model.pb"))}
+
+
+def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
+           export_dir: str, version: int = 0, checkpoint: str = "", step: int = 0,
+           log=print) -> str:
+  """Writes `extractor` as version `version` (0: one above the newest) of
+  `export_dir`; returns the version directory."""
+  existing = versions(export_dir)
+  version = version or max(existing, default=0) + 1
+  final = os.path.join(export_dir, str(version))
+  if os.path.exists(final):
+    raise errors.ConfigError(
+        f"--version={version}: {final} already exists; pick another --version or "
+        f"leave it out to write version {max(existing, default=0) + 1}")
+  os.makedirs(export_dir, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=export_dir)
+  try:
+    metadata = {
+        "version": version,
+        "image_size": list(extractor.image_size),
+        "embedding_dim": extractor.embedding_dim,
+        "flip_average": extractor.flip_average,
+        "grey_input": cfg.model.grey_input,
+        "preset": cfg.model.preset,
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else "",
+        "step": step,
+        "signatures": {
+            SERVING_DEFAULT: {"inputs": {"images": "float32 [B, H, W, 3] RGB 0..255"},
+                              "outputs": {"embedding": "float32 [B, D], L2-normalised"}},
+            IMAGE_BYTES: {"inputs": {"image_bytes": "string [B] JPEG/PNG/BMP"},
+                          "outputs": {"embedding": "float32 [B, D], L2-normalised"}}},
+    }
+    with tempfile.TemporaryDirectory() as assets:
+      config_lib.save(cfg, os.path.join(assets, experiment.CONFIG_FILE))
+      with open(os.path.join(assets, METADATA_FILE), "w") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
+      servable = tf.Module()
+      servable.extractor = extractor
+      servable.config_file = tf.saved_model.Asset(
+          os.path.join(assets, experiment.CONFIG_FILE))
+      servable.metadata_file = tf.saved_model.Asset(os.path.join(assets, METADATA_FILE))
+      tf.saved_model.save(servable, staging, signatures={
+          SERVING_DEFAULT: extractor.serve_images.get_concrete_function(),
+          IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function()})
+    _check(staging, extractor)
+    os.rename(staging, final)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  log(f"exported version {version} to {final} (input: any-size RGB images, "
+      f"resized to {extractor.image_size[0]}x{extractor.image_size[1]}; embedding "
+      f"dim {extractor.embedding_dim})")
+  return final
+
+
+def _check(directory: str, extractor: extractor_lib.Extractor) -> None:
+  """Loads the written SavedModel back and compares both signatures with the
+  in-memory extractor on a probe image of another size than the model's."""
+  h, w = extractor.image_size
+  probe = np.random.default_rng(0).integers(0, 256, (2, h + 7, w + 3, 3), np.uint8)
+  expected = extractor.serve_images(tf.constant(probe, tf.float32))["embedding"]
+  loaded = tf.saved_model.load(directory)
+  got = {
+      SERVING_DEFAULT: loaded.signatures[SERVING_DEFAULT](
+          images=tf.constant(probe, tf.float32))["embedding"],
+      IMAGE_BYTES: loaded.signatures[IMAGE_BYTES](
+          image_bytes=tf.stack([tf.io.encode_png(p) for p in probe]))["embedding"]}
+  for name, value in got.items():
+    diff = float(tf.reduce_max(tf.abs(value - expected)))
+    if not diff <= _CHECK_TOLERANCE:
+      raise errors.JsiaError(
+          f"the exported signature {name} differs from the trained model by {diff:.3g} "
+          f"(tolerance {_CHECK_TOLERANCE}); the export was discarded")
+
+
+def resolve(path: str, flag: str = "saved_model") -> str:
+  """The version directory of `path`: `path` itself when it holds a SavedModel,
+  else the newest numeric version inside it."""
+  if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    return path
+  found = versions(path)
+  if not found:
+    what = "does not exist" if not os.path.exists(path) else "holds no SavedModel"
+    raise errors.ConfigError(
+        f"--{flag}={path} {what}: expected an export directory of python -m "
+        f"jsia_tf.export (with version subdirectories 1/, 2/, ...) or one version "
+        f"directory (with saved_model.pb)")
+  return found[max(found)]
+
+
+class Served:
+  """A loaded export: embeds raw images through its signatures."""
+
+  def __init__(self, path: str, flag: str = "saved_model"):
+    self.directory = resolve(path, flag)
+    self._model = tf.saved_model.load(self.directory)
+    with open(os.path.join(self.directory, "assets", METADATA_FILE)) as f:
+      self.metadata = json.load(f)
+    self.config = config_lib.load(
+        experiment.ExperimentConfig,
+        os.path.join(self.directory, "assets", experiment.CONFIG_FILE))
+
+  def embed_images(self, images: tf.Tensor) -> tf.Tensor:
+    """RGB float32 [B, H, W, 3] in 0..255 -> embeddings [B, D] (serving_default)."""
+    return self._model.signatures[SERVING_DEFAULT](
+        images=tf.cast(images, tf.float32))["embedding"]
+
+  def embed_bytes(self, image_bytes) -> tf.Tensor:
+    """Encoded images (a list or string tensor [B]) -> embeddings [B, D]."""
+    return self._model.signatures[IMAGE_BYTES](
+        image_bytes=tf.constant(image_bytes, tf.string))["embedding"]
+
+  def embed(self, x: tf.Tensor) -> tf.Tensor:
+    """Images in [-1, 1] (evaluation's pipeline) -> embeddings [B, D]."""
+    return self.embed_images((x + 1.0) * 127.5)
+
+
+def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
+  """Restores the checkpoint `cfg` names and exports it (`export`); returns the
+  version directory."""
+  source, flag = ((cfg.checkpoint, "checkpoint") if cfg.checkpoint else
+                  (cfg.workdir, "workdir"))
+  run = extractor_lib.restore(source, flag)
+  export_dir = cfg.export_dir or os.path.join(cfg.workdir or run.workdir, "export")
+  log(f"exporting {run.checkpoint} (step {run.step})")
+  return export(run.extractor, run.config, export_dir, cfg.version, run.checkpoint,
+                run.step, log)

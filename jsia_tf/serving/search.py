@@ -1,0 +1,224 @@
+"""Retrieval for people: rank a gallery folder for query images with an export, and
+draw each ranked list.
+
+Labels come from the folder layout when it has them: an image in a folder named by
+digits (`.../0007/x.jpg`) has that person id; a `camN` folder above it (SYSU-MM01)
+or `Visible` / `Thermal` (RegDB) gives the camera and modality. Unlabelled images
+have id -1 and are ranked all the same; only labelled pairs are framed as (non-)
+matches. The gallery's embeddings are cached in the output folder as a features
+file (`jsia_tf.evaluation.features`), reused while the export and the gallery's
+files are unchanged.
+"""
+
+import json
+import os
+import re
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+from absl import logging
+from PIL import Image, ImageDraw, ImageFont
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.data import layouts
+from jsia_tf.data import table as table_lib
+from jsia_tf.evaluation import features as features_lib
+from jsia_tf.serving import saved_model
+
+GALLERY_FEATURES = "gallery_features.npz"
+GALLERY_KEY = "gallery_features.json"
+RANKINGS = "rankings.json"
+RANKED_DIR = "ranked"
+_CAMERA = re.compile(r"^cam([0-9]+)$")
+_REGDB_CAMERA = {"Visible": layouts.REGDB_VISIBLE_CAMERA,
+                 "Thermal": layouts.REGDB_THERMAL_CAMERA}
+_FRAME = {"query": (40, 90, 220), True: (30, 170, 60), False: (210, 40, 40),
+          None: (150, 150, 150)}
+
+
+def list_images(path: str, flag: str) -> List[str]:
+  """`path` itself if it is an image file, else the images under the folder `path`
+  (recursive, sorted); other files are counted in the log."""
+  if os.path.isfile(path):
+    if not path.lower().endswith(layouts.IMAGE_EXTENSIONS):
+      raise errors.ConfigError(f"--{flag}={path} is not an image (expected "
+                               f"{'/'.join(layouts.IMAGE_EXTENSIONS)})")
+    return [path]
+  if not os.path.isdir(path):
+    raise errors.ConfigError(f"--{flag}={path} does not exist")
+  images, others = [], 0
+  for folder, dirs, names in os.walk(path):
+    dirs.sort()
+    for name in sorted(names):
+      if name.lower().endswith(layouts.IMAGE_EXTENSIONS):
+        images.append(os.path.join(folder, name))
+      else:
+        others += 1
+  if others:
+    logging.warning("--%s: ignored %d non-image file(s) under %s", flag, others, path)
+  if not images:
+    raise errors.ConfigError(f"--{flag}={path} holds no images (expected "
+                             f"{'/'.join(layouts.IMAGE_EXTENSIONS)} files)")
+  return images
+
+
+def labels(path: str) -> Dict[str, int]:
+  """{"id", "camera", "modality"} of an image from its folders (-1 / 0 / RGB when
+  the layout does not say)."""
+  parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+  pid = int(parts[-2]) if len(parts) >= 2 and parts[-2].isdigit() else -1
+  above = parts[-3] if len(parts) >= 3 else ""
+  camera, modality = 0, layouts.RGB
+  if _CAMERA.match(above):
+    camera = int(_CAMERA.match(above).group(1))
+    modality = layouts.sysu_modality(camera)
+  elif above in _REGDB_CAMERA:
+    camera = _REGDB_CAMERA[above]
+    modality = layouts.IR if above == "Thermal" else layouts.RGB
+  return {"id": pid, "camera": camera, "modality": modality}
+
+
+def _read(paths: List[str], flag: str) -> Dict[str, bytes]:
+  """{path: bytes} of the decodable images of `paths`; the rest are skipped, counted
+  and named in the log."""
+  out, bad = {}, []
+  for path in paths:
+    with open(path, "rb") as f:
+      data = f.read()
+    problem = table_lib.decode_error(data)
+    if problem:
+      bad.append(f"{path} ({problem})")
+    else:
+      out[path] = data
+  if bad:
+    logging.warning("--%s: skipped %d undecodable image(s): %s", flag, len(bad),
+                    "; ".join(bad[:3]))
+  if not out:
+    raise errors.DataError(f"--{flag}: none of the {len(paths)} image(s) decodes")
+  return out
+
+
+def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
+                flag: str, log=print) -> features_lib.FeatureSet:
+  """Embeds the image files `paths` through the export's serve_image_bytes
+  signature; returns them as a features set labelled from the folder layout."""
+  data = _read(paths, flag)
+  kept = list(data)
+  chunks, start = [], time.time()
+  for i in range(0, len(kept), batch_size):
+    batch = kept[i:i + batch_size]
+    chunks.append(np.asarray(served.embed_bytes([data[p] for p in batch]), np.float32))
+    done = i + len(batch)
+    if done == len(kept) or time.time() - start > 10:
+      rate = done / max(time.time() - start, 1e-9)
+      log(f"--{flag}: embedded {done}/{len(kept)} images ({rate:.0f} images/s)")
+  meta = [labels(p) for p in kept]
+  cams = [m["camera"] for m in meta]
+  ids = [m["id"] for m in meta]
+  frames, seen = [], {}
+  for key in zip(cams, ids):  # paths are sorted: the index within (camera, id)
+    frames.append(seen.get(key, 0))
+    seen[key] = frames[-1] + 1
+  return features_lib.FeatureSet(
+      features=np.concatenate(chunks), ids=ids, cams=cams, frames=frames,
+      modality=[m["modality"] for m in meta], paths=np.asarray(kept, str))
+
+
+def _gallery_key(served: saved_model.Served, paths: List[str]) -> Dict:
+  """What the cached gallery features depend on: the export and every file."""
+  return {"saved_model": os.path.abspath(served.directory),
+          "files": [[os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns]
+                    for p in paths]}
+
+
+def gallery_features(served: saved_model.Served, cfg: config_lib.SearchConfig,
+                     log=print) -> features_lib.FeatureSet:
+  """The gallery's features: from the cache in `cfg.output` when it is current,
+  else embedded and cached."""
+  paths = list_images(cfg.gallery, "gallery")
+  key = _gallery_key(served, paths)
+  cache, key_file = (os.path.join(cfg.output, GALLERY_FEATURES),
+                     os.path.join(cfg.output, GALLERY_KEY))
+  if os.path.isfile(cache) and os.path.isfile(key_file):
+    with open(key_file) as f:
+      if json.load(f) == key:
+        log(f"gallery: {len(paths)} images, features from the cache {cache}")
+        return features_lib.load(cache)
+    log("gallery: the cached features are of another export or gallery; re-embedding")
+  feats = embed_files(served, paths, cfg.batch_size, "gallery", log)
+  features_lib.save(cache, feats)
+  with open(key_file, "w") as f:
+    json.dump(key, f)
+  return feats
+
+
+def rank(queries: np.ndarray, gallery: np.ndarray, top_k: int):
+  """Cosine similarity ranking: (indices [Q, k], scores [Q, k]), best first; ties
+  keep gallery order."""
+  q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+  g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+  scores = q @ g.T
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+  return order, np.take_along_axis(scores, order, axis=1)
+
+
+def _match(query_id: int, gallery_id: int) -> Optional[bool]:
+  return None if query_id < 0 or gallery_id < 0 else query_id == gallery_id
+
+
+def draw_ranking(query_path: str, results: List[Dict], size) -> Image.Image:
+  """The ranked list as one image: the query (blue frame), then the top-k with rank
+  and score, framed green (same id), red (another id) or grey (id unknown)."""
+  h = 128
+  w = max(16, int(round(h * size[1] / size[0])))
+  pad, border, label = 8, 4, 16
+  tiles = [(query_path, "query", "query")] + [
+      (r["path"], f"{r['rank']}: {r['score']:.3f}", r["match"]) for r in results]
+  width = pad + len(tiles) * (w + 2 * border + pad) + pad  # a gap after the query
+  canvas = Image.new("RGB", (width, h + 2 * border + label + 2 * pad), "white")
+  draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+  x = pad
+  for i, (path, text, frame) in enumerate(tiles):
+    with Image.open(path) as image:
+      thumb = image.convert("RGB").resize((w, h), Image.BILINEAR)
+    draw.rectangle([x, pad, x + w + 2 * border - 1, pad + h + 2 * border - 1],
+                   fill=_FRAME[frame])
+    canvas.paste(thumb, (x + border, pad + border))
+    draw.text((x + border, pad + h + 2 * border + 2), text, fill="black", font=font)
+    x += w + 2 * border + pad + (pad if i == 0 else 0)
+  return canvas
+
+
+def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
+  """Ranks the gallery for every query; writes a ranked-list image per query,
+  rankings.json and the config to `cfg.output`; returns the rankings."""
+  served = saved_model.Served(cfg.saved_model)
+  query_paths = list_images(cfg.query, "query")
+  os.makedirs(os.path.join(cfg.output, RANKED_DIR), exist_ok=True)
+  config_lib.save(cfg, os.path.join(cfg.output, "search_config.json"))
+  gallery = gallery_features(served, cfg, log)
+  queries = embed_files(served, query_paths, cfg.batch_size, "query", log)
+  top_k = min(cfg.top_k, len(gallery.features))
+  order, scores = rank(queries.features, gallery.features, top_k)
+  out = {"saved_model": served.directory, "gallery": cfg.gallery,
+         "gallery_size": len(gallery.features), "top_k": top_k, "queries": []}
+  for i, path in enumerate(queries.paths):
+    qid = int(queries.ids[i])
+    results = [{"rank": r + 1, "path": str(gallery.paths[j]), "score": float(s),
+                "id": int(gallery.ids[j]), "match": _match(qid, int(gallery.ids[j]))}
+               for r, (j, s) in enumerate(zip(order[i], scores[i]))]
+    image = os.path.join(cfg.output, RANKED_DIR,
+                         f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.jpg")
+    draw_ranking(path, results, served.metadata["image_size"]).save(image, quality=92)
+    first = next((r["rank"] for r in results if r["match"]), None)
+    out["queries"].append({"query": str(path), "id": qid, "image": image,
+                           "first_match_rank": first, "results": results})
+    log(f"{path}: top-1 {results[0]['path']} ({results[0]['score']:.3f})" +
+        (f"; first true match at rank {first}" if first else ""))
+  with open(os.path.join(cfg.output, RANKINGS), "w") as f:
+    json.dump(out, f, indent=2)
+  log(f"wrote {len(out['queries'])} ranked list(s) to {cfg.output}/{RANKED_DIR} and "
+      f"{cfg.output}/{RANKINGS}")
+  return out

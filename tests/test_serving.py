@@ -1,0 +1,233 @@
+"""Export for TF Serving, evaluation from a model, and the search command."""
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.data import pipeline
+from jsia_tf.evaluation import features as features_lib
+from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.serving import saved_model
+from jsia_tf.serving import search
+from jsia_tf.training import trainer as trainer_lib
+
+from conftest import run_python
+
+
+@pytest.fixture(scope="module")
+def restored(tiny_run):
+  return extractor_lib.restore(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def export_dir(restored, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp("export") / "models")
+  saved_model.export(restored.extractor, restored.config, base,
+                     checkpoint=restored.checkpoint, step=restored.step,
+                     log=lambda _: None)
+  return base
+
+
+def _probe(shape, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+
+
+def _encode(image: np.ndarray, fmt: str) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format=fmt)
+  return buffer.getvalue()
+
+
+def test_restored_extractor_is_the_trained_F(tiny_run, restored):
+  """Only F's test path is restored, yet it embeds exactly as the trainer's model."""
+  assert restored.step == 4 and restored.checkpoint.endswith("ckpt-4")
+  trainer = trainer_lib.Trainer(restored.config, tf.distribute.get_strategy(), 10)
+  trainer.restore(trainer.checkpoint_manager(trainer_lib.checkpoint_dir(tiny_run)))
+  x = tf.random.stateless_uniform((3,) + restored.config.model.image_size + (3,),
+                                  [1, 2], -1, 1)
+  np.testing.assert_allclose(restored.extractor.embed(x), trainer.embed(x), atol=1e-6)
+  # Not the initial weights: the restore did something.
+  fresh = extractor_lib.Extractor(restored.config)
+  assert float(tf.reduce_max(tf.abs(fresh.embed(x) - trainer.embed(x)))) > 1e-3
+
+
+def test_export_layout_signatures_and_assets(restored, export_dir):
+  version = os.path.join(export_dir, "1")
+  assert sorted(os.listdir(export_dir)) == ["1"]  # no leftovers beside the version
+  assert os.path.isfile(os.path.join(version, "saved_model.pb"))
+  meta = json.load(open(os.path.join(version, "assets", saved_model.METADATA_FILE)))
+  assert meta["image_size"] == [64, 32] and meta["embedding_dim"] == 32
+  assert meta["step"] == 4 and meta["version"] == 1
+  assert config_lib.load(type(restored.config), os.path.join(
+      version, "assets", "config.json")) == restored.config
+
+  served = saved_model.Served(export_dir)
+  assert served.directory == version
+  ex = restored.extractor
+  # serving_default: 0..255 RGB of any size, resized in the graph like evaluation.
+  for shape in [(2, 64, 32, 3), (3, 50, 21, 3), (1, 200, 90, 3)]:
+    images = tf.constant(_probe(shape), tf.float32)
+    got = served.embed_images(images)
+    x = pipeline.to_model_range(pipeline.resize(images, (64, 32)))
+    np.testing.assert_allclose(got, ex.embed(x), atol=1e-5)
+    np.testing.assert_allclose(tf.norm(got, axis=1), 1.0, rtol=1e-5)
+  # serve_image_bytes: PNG, BMP and JPEG of different sizes in one batch.
+  raw = [_probe((70, 30, 3), 1), _probe((64, 32, 3), 2), _probe((90, 44, 3), 3)]
+  encoded = [_encode(raw[0], "PNG"), _encode(raw[1], "BMP"), _encode(raw[2], "JPEG")]
+  got = served.embed_bytes(encoded)
+  for i, data in enumerate(encoded):
+    x = pipeline.to_model_range(pipeline.decode(tf.constant(data), (64, 32)))[None]
+    np.testing.assert_allclose(got[i], ex.embed(x)[0], atol=1e-5)
+  # Lossless formats decode to the pixels themselves.
+  np.testing.assert_allclose(got[0], served.embed_images(raw[0][None])[0], atol=1e-5)
+
+
+def test_versions_and_refusals(restored, export_dir, tmp_path):
+  base = str(tmp_path / "models")
+  shutil.copytree(export_dir, base)
+  second = saved_model.export(restored.extractor, restored.config, base,
+                              log=lambda _: None)
+  assert second == os.path.join(base, "2") and sorted(saved_model.versions(base)) == [1, 2]
+  assert saved_model.Served(base).directory == second  # the newest version
+  with pytest.raises(errors.ConfigError, match=r"--version=1: .* already exists"):
+    saved_model.export(restored.extractor, restored.config, base, version=1)
+  with pytest.raises(errors.ConfigError, match="holds no SavedModel"):
+    saved_model.resolve(str(tmp_path))
+
+
+def test_failed_export_leaves_no_version(restored, tmp_path, monkeypatch):
+  base = str(tmp_path / "models")
+
+  def broken_check(directory, extractor):
+    assert os.path.isfile(os.path.join(directory, "saved_model.pb"))  # half done
+    raise RuntimeError("disk full")
+
+  monkeypatch.setattr(saved_model, "_check", broken_check)
+  with pytest.raises(RuntimeError, match="disk full"):
+    saved_model.export(restored.extractor, restored.config, base, log=lambda _: None)
+  assert os.listdir(base) == []
+  assert saved_model.versions(base) == {}
+
+
+def test_restore_refuses_a_checkpoint_of_another_model(tiny_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  path = os.path.join(workdir, "config.json")
+  cfg = json.load(open(path))
+  cfg["model"]["small_widths"] = [w * 2 for w in cfg["model"]["small_widths"]]
+  json.dump(cfg, open(path, "w"))
+  with pytest.raises(errors.ConfigError, match="does not fit the model"):
+    extractor_lib.restore(workdir)
+  os.remove(os.path.join(workdir, "checkpoints", "checkpoint"))
+  with pytest.raises(errors.ConfigError, match="has no checkpoint"):
+    extractor_lib.find_checkpoint(workdir)
+
+
+def test_evaluate_from_checkpoint_and_saved_model(tiny_run, export_dir, tmp_path):
+  """Both model sources give the training run's own final features and report."""
+  trained = features_lib.load(os.path.join(tiny_run, "eval", "features.npz"))
+  reports = {}
+  for flag, source in (("checkpoint", tiny_run), ("saved_model", export_dir)):
+    feats, out = str(tmp_path / f"{flag}.npz"), str(tmp_path / f"{flag}.json")
+    result = run_python("-m", "jsia_tf.evaluate", f"--{flag}={source}",
+                        f"--output_features={feats}", f"--output_json={out}")
+    assert result.returncode == 0, result.stderr
+    assert "all-search single-shot" in result.stdout
+    got = features_lib.load(feats)
+    np.testing.assert_array_equal(got.ids, trained.ids)
+    np.testing.assert_allclose(got.features, trained.features, atol=1e-5)
+    reports[flag] = json.load(open(out))
+  expected = json.load(open(os.path.join(tiny_run, "eval", "report.json")))
+  for report in reports.values():
+    for name, setting in expected["settings"].items():
+      assert report["settings"][name]["mean"] == pytest.approx(setting["mean"], abs=1e-9)
+
+
+def test_search_cli(sysu_dir, export_dir, tmp_path):
+  gallery = tmp_path / "gallery"
+  for cam in ("cam1", "cam2"):
+    shutil.copytree(os.path.join(sysu_dir, cam), gallery / cam)
+  (gallery / "notes.txt").write_text("not an image")
+  query_dir = os.path.join(sysu_dir, "cam3", "0002")
+  out = tmp_path / "out"
+  args = ("-m", "jsia_tf.search", f"--saved_model={export_dir}", f"--query={query_dir}",
+          f"--gallery={gallery}", f"--output={out}", "--top_k=5")
+  result = run_python(*args)
+  assert result.returncode == 0, result.stderr
+  assert "ignored 1 non-image file" in result.stderr
+  rankings = json.load(open(out / "rankings.json"))
+  queries = sorted(os.listdir(query_dir))
+  assert [os.path.basename(q["query"]) for q in rankings["queries"]] == queries
+  assert len(os.listdir(out / "ranked")) == len(queries)
+  gallery_feats = features_lib.load(str(out / "gallery_features.npz"))  # evaluator's
+  assert rankings["gallery_size"] == len(gallery_feats.features) == len(
+      search.list_images(str(gallery), "gallery"))
+  assert set(gallery_feats.cams) == {1, 2} and set(gallery_feats.modality) == {0}
+  served = saved_model.Served(export_dir)
+  for q in rankings["queries"]:
+    assert q["id"] == 2 and len(q["results"]) == 5
+    scores = [r["score"] for r in q["results"]]
+    assert scores == sorted(scores, reverse=True)
+    for r in q["results"]:
+      assert r["match"] == (r["id"] == 2)
+    # The scores are the cosine similarities of the export's embeddings.
+    emb = served.embed_bytes([open(q["query"], "rb").read(),
+                              open(q["results"][0]["path"], "rb").read()])
+    assert float(tf.reduce_sum(emb[0] * emb[1])) == pytest.approx(scores[0], abs=1e-5)
+    with Image.open(q["image"]) as image:
+      assert image.width >= 6 * 64  # the query and 5 results, 64 px wide each
+  # A rerun reuses the cached gallery; a changed gallery file is re-embedded.
+  again = run_python(*args)
+  assert again.returncode == 0 and "from the cache" in again.stdout, again.stderr
+  files = search.list_images(str(gallery), "gallery")
+  shutil.copy(files[-1], files[0])
+  changed = run_python(*args)
+  assert changed.returncode == 0 and "re-embedding" in changed.stdout, changed.stderr
+
+
+def test_labels_from_folders_and_stable_ranking(tmp_path):
+  assert search.labels("/d/cam3/0007/0001.jpg") == {"id": 7, "camera": 3, "modality": 1}
+  assert search.labels("/d/Thermal/12/a.bmp") == {"id": 12, "camera": 2, "modality": 1}
+  assert search.labels("/d/Visible/12/a.bmp")["modality"] == 0
+  assert search.labels("/home/me/photo.png") == {"id": -1, "camera": 0, "modality": 0}
+  gallery = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
+  order, scores = search.rank(np.array([[1.0, 0.0]]), gallery, 3)
+  np.testing.assert_array_equal(order, [[0, 2, 3]])  # the tie keeps gallery order
+  np.testing.assert_allclose(scores, [[1.0, 1.0, np.sqrt(0.5)]])
+
+
+@pytest.mark.parametrize("module,args,message", [
+    ("export", [], "--workdir='' is invalid"),
+    ("export", ["--workdir=/no/such/run"], "--workdir=/no/such/run does not exist"),
+    ("search", ["--saved_model=/no/such", "--query=q", "--gallery=g", "--output=o"],
+     "--saved_model=/no/such does not exist"),
+    ("search", ["--saved_model=m", "--query=q", "--gallery=g", "--output=o",
+                "--top_k=0"], "--top_k=0 is invalid"),
+    ("evaluate", ["--features=a.npz", "--checkpoint=runs/x"],
+     "exactly one source of features"),
+    ("evaluate", [], "exactly one source of features"),
+    ("evaluate", ["--checkpoint=/no/such/run"], "--checkpoint=/no/such/run does not"),
+])
+def test_cli_bad_input(module, args, message):
+  result = run_python("-m", f"jsia_tf.{module}", *args)
+  assert result.returncode == 2 and message in result.stderr, result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_cli_refusals_that_need_a_run(tiny_run, export_dir, tmp_path):
+  wrong = run_python("-m", "jsia_tf.evaluate", f"--checkpoint={tiny_run}",
+                     "--protocol=regdb")
+  assert wrong.returncode == 2 and "trained on sysu" in wrong.stderr, wrong.stderr
+  missing = run_python("-m", "jsia_tf.search", f"--saved_model={export_dir}",
+                       f"--query={tmp_path}/none.jpg", f"--gallery={tmp_path}",
+                       f"--output={tmp_path}/o")
+  assert missing.returncode == 2 and "--query=" in missing.stderr and \
+      "does not exist" in missing.stderr, missing.stderr
