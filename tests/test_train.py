@@ -3,6 +3,9 @@
 import dataclasses
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from jsia_tf.training import experiment
 from jsia_tf.training import loop
 from jsia_tf.training import trainer as trainer_lib
 
+from conftest import REPO
 from conftest import run_python
 
 
@@ -119,19 +123,86 @@ def test_resume_continues_exactly(sysu_dir, tmp_path):
                                rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_mirrored_two_cpus_agrees_with_one_replica(sysu_dir, tmp_path):
-  """Step 1 of the joint stage on 2 logical CPUs (sync BN, gathered triplet mining,
-  sliced random draws) gives the single replica's losses."""
-  runs = {}
-  for name, train in (("one", {}), ("two", dict(strategy="mirrored", num_cpu_devices=2))):
-    cfg = _cfg(sysu_dir, tmp_path / name, warmup_steps=0, joint_steps=2, gen_ids=4,
-               **train)
-    loop.run(cfg, log=lambda _: None)
-    runs[name] = _metrics(tmp_path / name)
-  one, two = runs["one"], runs["two"]
+# Two joint steps with G on every identity (--gen_ids = P): then each replica's share
+# of the batch is exactly a slice of the single replica's, and the losses must agree.
+_REPLICA_RUN = dict(warmup_steps=0, joint_steps=2, gen_ids=4)
+_TERMS = ("total", "dis", "gan", "recon", "cycle", "code", "v", "id", "il", "lr", "ui")
+
+
+@pytest.fixture(scope="module")
+def one_replica(sysu_dir, tmp_path_factory):
+  """The metrics of the reference run on a single replica, and its config."""
+  cfg = _cfg(sysu_dir, tmp_path_factory.mktemp("one"), **_REPLICA_RUN)
+  loop.run(cfg, log=lambda _: None)
+  return _metrics(cfg.train.workdir), cfg
+
+
+def _assert_same_losses(got, want):
   for step in range(2):
-    for k in ("total", "dis", "gan", "recon", "cycle", "code", "v", "id", "il", "lr", "ui"):
-      assert two[step][k] == pytest.approx(one[step][k], rel=1e-4, abs=1e-6), (step, k)
+    for k in _TERMS:
+      assert got[step][k] == pytest.approx(want[step][k], rel=1e-4, abs=1e-6), (step, k)
+
+
+def test_mirrored_two_cpus_agrees_with_one_replica(sysu_dir, tmp_path, one_replica):
+  """Steps 1-2 of the joint stage on 2 logical CPUs (sync BN, gathered triplet
+  mining, sliced random draws) give the single replica's losses."""
+  cfg = _cfg(sysu_dir, tmp_path / "two", strategy="mirrored", num_cpu_devices=2,
+             **_REPLICA_RUN)
+  loop.run(cfg, log=lambda _: None)
+  _assert_same_losses(_metrics(tmp_path / "two"), one_replica[0])
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_multi_worker_two_processes_agree_with_one_replica(sysu_dir, tmp_path,
+                                                           one_replica):
+  """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, one CPU each)
+  train the same two steps as one replica, with the same losses; only the chief
+  keeps checkpoints and evaluates."""
+  want, ref_cfg = one_replica
+  workdir = tmp_path / "mw"
+  hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  args = [sys.executable, "-m", "jsia_tf.train", f"--data_dir={sysu_dir}", "--preset=tiny",
+          "--batch_p=4", "--batch_k=2", "--warmup_steps=0", "--joint_steps=2",
+          "--gen_ids=4", "--strategy=multi_worker", f"--workdir={workdir}",
+          "--log_every=1", "--image_every=0", "--eval_every=0"]
+  workers, logs = [], []
+  for index in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
+    # Files, not pipes: a worker blocked on a full pipe would stall the collectives.
+    logs.append((open(tmp_path / f"out{index}", "w+"), open(tmp_path / f"err{index}", "w+")))
+    workers.append(subprocess.Popen(args, cwd=REPO, env=env, text=True,
+                                    stdout=logs[-1][0], stderr=logs[-1][1]))
+  try:
+    for w in workers:
+      w.wait(timeout=400)
+  finally:
+    for w in workers:
+      w.kill()
+  outputs = []
+  for w, (out, err) in zip(workers, logs):
+    out.seek(0)
+    err.seek(0)
+    outputs.append((out.read(), err.read()))
+    assert w.returncode == 0, outputs[-1][1][-3000:]
+  assert "2 replica(s) (multi_worker)" in outputs[0][0]
+  saved = config_lib.load(experiment.ExperimentConfig, workdir / "config.json")
+  assert saved == dataclasses.replace(ref_cfg, train=dataclasses.replace(
+      ref_cfg.train, workdir=str(workdir), strategy="multi_worker")), \
+      "the CLI run must be the reference's experiment"
+  _assert_same_losses(_metrics(workdir), want)
+  assert "final evaluation" in outputs[0][0] and "final evaluation" not in outputs[1][0]
+  assert tf.train.latest_checkpoint(workdir / "checkpoints").endswith("ckpt-2")
+  assert not [n for n in os.listdir(workdir) if n.startswith(".worker")]
 
 
 def test_check_finite_names_term_step_and_checkpoint():
