@@ -21,7 +21,7 @@ _HELP = {
     "gen_ids": "Identities of the batch that G, V and the IL/LR/UI losses run on (a "
                "sub-batch, as the authors'); 0: all. Default: the preset's (2).",
     "lr_g": "Adam lr of G and V.", "lr_dis": "Adam lr of the discriminators.",
-    "lr_f": "Adam lr of F.", "beta1_g": "Adam beta_1 of G, V and the discriminators.",
+    "lr_f": "Adam lr of F. Default: the preset's (paper and tiny 4.5e-4, demo 1e-3).", "beta1_g": "Adam beta_1 of G, V and the discriminators.",
     "beta1_f": "Adam beta_1 of F.", "beta2": "Adam beta_2 of every optimizer.",
     "weight_decay_g": "L2 weight decay (PyTorch Adam) of G, V and the discriminators.",
     "weight_decay_f": "L2 weight decay (PyTorch Adam) of F.",
@@ -45,7 +45,7 @@ _HELP = {
                     "run the whole schedule.",
     "flip_average": "Average each test embedding with its mirror's.",
 }
-_DEFAULT_NONE = ("warmup_steps", "joint_steps", "gen_ids")
+_DEFAULT_NONE = ("warmup_steps", "joint_steps", "gen_ids", "lr_f")
 
 
 def define_train_flags(flag_values=flags.FLAGS):

@@ -55,3 +55,29 @@ def test_flags_parse_into_config():
   values(["prog", "--batch_k=0"])
   with pytest.raises(errors.ConfigError, match="--batch_k=0 is invalid"):
     data_flags.data_config_from_flags(values)
+
+
+def _train_config(*argv):
+  # pylint: disable=import-outside-toplevel
+  from flags import model_flags
+  from flags import train_flags
+  values = absl_flags.FlagValues()
+  data_flags.define_dataset_flags(values)
+  data_flags.define_input_flags(values)
+  model_flags.define_model_flags(values)
+  model_flags.define_loss_flags(values)
+  train_flags.define_train_flags(values)
+  values(["prog", *argv])
+  return train_flags.experiment_config_from_flags(values)
+
+
+def test_presets_set_schedule_batch_and_f_lr_unless_flags_do():
+  demo = _train_config()
+  assert demo.model.preset == "demo" and demo.data.batch_p == 8
+  assert (demo.train.warmup_steps, demo.train.joint_steps, demo.train.lr_f) == (
+      100, 500, 1e-3)
+  paper = _train_config("--data_dir=/data/SYSU-MM01")
+  assert paper.model.preset == "paper" and paper.data.batch_p == 16
+  assert (paper.train.joint_steps, paper.train.lr_f) == (17500, 4.5e-4)
+  mine = _train_config("--preset=demo", "--lr_f=2e-4", "--joint_steps=7", "--batch_p=4")
+  assert (mine.train.lr_f, mine.train.joint_steps, mine.data.batch_p) == (2e-4, 7, 4)

@@ -49,7 +49,7 @@ def list_images(path: str, flag: str) -> List[str]:
   if not os.path.isdir(path):
     raise errors.ConfigError(f"--{flag}={path} does not exist")
   images, others = [], 0
-  for folder, dirs, names in os.walk(path):
+  for folder, dirs, names in os.walk(path, followlinks=True):
     dirs.sort()
     for name in sorted(names):
       if name.lower().endswith(layouts.IMAGE_EXTENSIONS):
