@@ -244,6 +244,8 @@ def test_cli_bad_inputs(sysu_dir, tmp_path):
       ([f"--data_dir={tmp_path}/missing", f"--workdir={tmp_path}/e"], "missing", ""),
       ([f"--data_dir={sysu_dir}", "--mixed_precision=bfloat16", f"--workdir={tmp_path}/g"],
        "--mixed_precision='bfloat16'", "not finished yet"),
+      ([f"--data_dir={sysu_dir}", "--jit_compile", f"--workdir={tmp_path}/h"],
+       "--jit_compile is not supported yet", "ScaleAndTranslate"),
   ]
   for args, *needles in cases:
     proc = _train_cli(*args)
