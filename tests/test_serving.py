@@ -156,6 +156,7 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   for cam in ("cam1", "cam2"):
     shutil.copytree(os.path.join(sysu_dir, cam), gallery / cam)
   (gallery / "notes.txt").write_text("not an image")
+  (gallery / "broken.jpg").write_bytes(b"not a jpeg")
   query_dir = os.path.join(sysu_dir, "cam3", "0002")
   out = tmp_path / "out"
   args = ("-m", "jsia_tf.search", f"--saved_model={export_dir}", f"--query={query_dir}",
@@ -163,13 +164,14 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   result = run_python(*args)
   assert result.returncode == 0, result.stderr
   assert "ignored 1 non-image file" in result.stderr
+  assert "skipped 1 undecodable image(s)" in result.stderr and "broken.jpg" in result.stderr
   rankings = json.load(open(out / "rankings.json"))
   queries = sorted(os.listdir(query_dir))
   assert [os.path.basename(q["query"]) for q in rankings["queries"]] == queries
   assert len(os.listdir(out / "ranked")) == len(queries)
   gallery_feats = features_lib.load(str(out / "gallery_features.npz"))  # evaluator's
   assert rankings["gallery_size"] == len(gallery_feats.features) == len(
-      search.list_images(str(gallery), "gallery"))
+      search.list_images(str(gallery), "gallery")) - 1  # all but broken.jpg
   assert set(gallery_feats.cams) == {1, 2} and set(gallery_feats.modality) == {0}
   served = saved_model.Served(export_dir)
   for q in rankings["queries"]:
@@ -187,7 +189,7 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   # A rerun reuses the cached gallery; a changed gallery file is re-embedded.
   again = run_python(*args)
   assert again.returncode == 0 and "from the cache" in again.stdout, again.stderr
-  files = search.list_images(str(gallery), "gallery")
+  files = [f for f in search.list_images(str(gallery), "gallery") if "broken" not in f]
   shutil.copy(files[-1], files[0])
   changed = run_python(*args)
   assert changed.returncode == 0 and "re-embedding" in changed.stdout, changed.stderr

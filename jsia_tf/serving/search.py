@@ -81,12 +81,16 @@ def labels(path: str) -> Dict[str, int]:
 
 
 def _read(paths: List[str], flag: str) -> Dict[str, bytes]:
-  """{path: bytes} of the decodable images of `paths`; the rest are skipped, counted
-  and named in the log."""
+  """{path: bytes} of the readable, decodable images of `paths`; the rest are
+  skipped, counted and named in the log."""
   out, bad = {}, []
   for path in paths:
-    with open(path, "rb") as f:
-      data = f.read()
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+    except OSError as e:
+      bad.append(f"{path} (cannot be read: {e.strerror})")
+      continue
     problem = table_lib.decode_error(data)
     if problem:
       bad.append(f"{path} ({problem})")
