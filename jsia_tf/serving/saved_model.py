@@ -42,18 +42,25 @@ def versions(export_dir: str) -> Dict[int, str]:
           os.path.isfile(os.path.join(export_dir, name, "saved_model.pb"))}
 
 
+def new_version(export_dir: str, version: int = 0):
+  """(version, directory) a new export would take: `version`, or one above the
+  newest when 0; refuses a version that exists."""
+  following = max(versions(export_dir), default=0) + 1
+  version = version or following
+  final = os.path.join(export_dir, str(version))
+  if os.path.exists(final):
+    raise errors.ConfigError(
+        f"--version={version}: {final} already exists; pick another --version or "
+        f"leave it out to write version {following}")
+  return version, final
+
+
 def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
            export_dir: str, version: int = 0, checkpoint: str = "", step: int = 0,
            log=print) -> str:
   """Writes `extractor` as version `version` (0: one above the newest) of
   `export_dir`; returns the version directory."""
-  existing = versions(export_dir)
-  version = version or max(existing, default=0) + 1
-  final = os.path.join(export_dir, str(version))
-  if os.path.exists(final):
-    raise errors.ConfigError(
-        f"--version={version}: {final} already exists; pick another --version or "
-        f"leave it out to write version {max(existing, default=0) + 1}")
+  version, final = new_version(export_dir, version)
   os.makedirs(export_dir, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=export_dir)
   try:
@@ -162,8 +169,10 @@ def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
   version directory."""
   source, flag = ((cfg.checkpoint, "checkpoint") if cfg.checkpoint else
                   (cfg.workdir, "workdir"))
+  workdir, _ = extractor_lib.find_checkpoint(source, flag)
+  export_dir = cfg.export_dir or os.path.join(cfg.workdir or workdir, "export")
+  new_version(export_dir, cfg.version)  # fail fast, before the model is built
   run = extractor_lib.restore(source, flag)
-  export_dir = cfg.export_dir or os.path.join(cfg.workdir or run.workdir, "export")
   log(f"exporting {run.checkpoint} (step {run.step})")
   return export(run.extractor, run.config, export_dir, cfg.version, run.checkpoint,
                 run.step, log)
