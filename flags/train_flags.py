@@ -10,7 +10,6 @@ from flags import model_flags
 from jsia_tf import config as config_lib
 from jsia_tf.training import experiment
 
-_T = config_lib.TrainConfig.__dataclass_fields__
 _HELP = {
     "workdir": "Checkpoints, config.json, TensorBoard logs and the final evaluation; "
                "rerunning with the same workdir resumes.",
@@ -21,7 +20,8 @@ _HELP = {
     "gen_ids": "Identities of the batch that G, V and the IL/LR/UI losses run on (a "
                "sub-batch, as the authors'); 0: all. Default: the preset's (2).",
     "lr_g": "Adam lr of G and V.", "lr_dis": "Adam lr of the discriminators.",
-    "lr_f": "Adam lr of F. Default: the preset's (paper and tiny 4.5e-4, demo 1e-3).", "beta1_g": "Adam beta_1 of G, V and the discriminators.",
+    "lr_f": "Adam lr of F. Default: the preset's (paper and tiny 4.5e-4, demo 1e-3).",
+    "beta1_g": "Adam beta_1 of G, V and the discriminators.",
     "beta1_f": "Adam beta_1 of F.", "beta2": "Adam beta_2 of every optimizer.",
     "weight_decay_g": "L2 weight decay (PyTorch Adam) of G, V and the discriminators.",
     "weight_decay_f": "L2 weight decay (PyTorch Adam) of F.",
