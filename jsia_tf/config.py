@@ -353,11 +353,6 @@ class TrainConfig:
             "an integer >= 0")
     require(self.mixed_precision in MIXED_PRECISION, "mixed_precision",
             self.mixed_precision, "empty (float32), float16 or bfloat16")
-    # The policy and loss scaling are wired, but parts of the forward pass still mix
-    # float32 constants with half-precision tensors (issue 5): refuse rather than fail
-    # inside the first step.
-    require(not self.mixed_precision, "mixed_precision", self.mixed_precision,
-            "empty: float16 / bfloat16 training is not finished yet (issue 5)")
     for name in ("log_every", "image_every", "eval_every", "checkpoint_every",
                  "keep_checkpoints", "stop_at_step"):
       value = getattr(self, name)

@@ -19,6 +19,12 @@ import tensorflow as tf
 from jsia_tf import config as config_lib
 
 
+def float32(tensor: tf.Tensor) -> tf.Tensor:
+  """A network output in float32 (non-float tensors pass unchanged): every loss is
+  computed in float32, whatever the mixed-precision compute dtype."""
+  return tf.cast(tensor, tf.float32) if tensor.dtype.is_floating else tensor
+
+
 def _mean_per_example(x: tf.Tensor) -> tf.Tensor:
   """Mean over every axis but the first: [B, ...] -> [B]."""
   return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
@@ -150,8 +156,10 @@ def mix_codes(z_1: tf.Tensor, z_2: tf.Tensor, s_1: tf.Tensor, s_2: tf.Tensor,
   """Eq. (14): z_mix = alpha z_1 + (1 - alpha) z_2, s_mix likewise.
 
   z: [B, h, w, c] latent maps, s: [B, style_dim] style codes, alpha [B] in [0, 1]
-  -> (z_mix, s_mix).
+  -> (z_mix, s_mix), in the codes' dtype (alpha is cast: under mixed precision the
+  codes are half precision, the draws float32).
   """
+  alpha = tf.cast(alpha, z_1.dtype)
   a_z = tf.reshape(alpha, [-1] + [1] * (len(z_1.shape) - 1))
   a_s = tf.reshape(alpha, [-1] + [1] * (len(s_1.shape) - 1))
   return a_z * z_1 + (1.0 - a_z) * z_2, a_s * s_1 + (1.0 - a_s) * s_2

@@ -178,13 +178,16 @@ class FeatureModule(keras.Model):
     self.bn_neck = batch_norm(sync_bn, "bn_neck", center=False)
     if num_classes is None:
       return
-    self.C = keras.layers.Dense(num_classes, use_bias=False, name="C",
+    # The classifiers run in float32 under a mixed-precision policy: their logits
+    # feed softmaxes and the KL alignments, where half precision loses the small
+    # differences Eq. (11), (12) and (15) are about.
+    self.C = keras.layers.Dense(num_classes, use_bias=False, name="C", dtype="float32",
                                 kernel_initializer=keras.initializers.RandomNormal(
                                     stddev=0.001))
     self.stripe_bn = [batch_norm(sync_bn, f"stripe_bn_{i}", center=False)
                       for i in range(cfg.num_stripes)]
     self.C_n = [keras.layers.Dense(num_classes, use_bias=False, name=f"C_{i}",
-                                   kernel_initializer=keras.initializers.RandomNormal(
+                                   dtype="float32", kernel_initializer=keras.initializers.RandomNormal(
                                        stddev=0.001))
                 for i in range(cfg.num_stripes)]
 

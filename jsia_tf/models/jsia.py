@@ -133,7 +133,7 @@ class JSIA(keras.Model):
             "x_ir2rgb": self.D_rgb(m_ir, self.E_s_rgb(x_rgb_g))}
 
   def code_reconstruction_loss(self, g: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
-    """Content and style code reconstruction L1 of the generated pairs [B].
+    """Content and style code reconstruction L1 of the generated pairs [B], float32.
 
     Its gradient must not reach E_sl = E_i (SPEC), and it would, twice: through E_i's
     weights in the re-encoding, and through the fake's content input M = E_i(x). So
@@ -141,20 +141,24 @@ class JSIA(keras.Model):
     `g`, another decoder pass) and re-encoded with frozen E_i weights: the gradient
     trains the decoders and style encoders only.
     """
-    stop = tf.stop_gradient
+    stop, f32 = tf.stop_gradient, losses.float32
     x_rgb2ir = self.D_ir(stop(g["M_rgb"]), g["s_ir"])
     x_ir2rgb = self.D_rgb(stop(g["M_ir"]), g["s_rgb"])
     content = (losses.code_reconstruction_loss(
-        self.reencode_content(x_rgb2ir, training, frozen=True), stop(g["M_rgb"])) +
+        f32(self.reencode_content(x_rgb2ir, training, frozen=True)), f32(stop(g["M_rgb"]))) +
                losses.code_reconstruction_loss(
-                   self.reencode_content(x_ir2rgb, training, frozen=True), stop(g["M_ir"])))
-    style = (losses.code_reconstruction_loss(self.E_s_ir(x_rgb2ir), stop(g["s_ir"])) +
-             losses.code_reconstruction_loss(self.E_s_rgb(x_ir2rgb), stop(g["s_rgb"])))
+                   f32(self.reencode_content(x_ir2rgb, training, frozen=True)),
+                   f32(stop(g["M_ir"]))))
+    style = (losses.code_reconstruction_loss(f32(self.E_s_ir(x_rgb2ir)), f32(stop(g["s_ir"]))) +
+             losses.code_reconstruction_loss(f32(self.E_s_rgb(x_ir2rgb)),
+                                             f32(stop(g["s_rgb"]))))
     return content + style
 
   def discriminate(self, x_rgb_gen: tf.Tensor, x_ir_gen: tf.Tensor) -> Dict[str, List[tf.Tensor]]:
-    """Discriminator outputs per scale of RGB and IR generation-size images."""
-    return {"rgb": self.Dis_rgb(x_rgb_gen), "ir": self.Dis_ir(x_ir_gen)}
+    """Discriminator outputs per scale of RGB and IR generation-size images, in
+    float32 (they go straight into Eq. (7))."""
+    return {"rgb": [losses.float32(d) for d in self.Dis_rgb(x_rgb_gen)],
+            "ir": [losses.float32(d) for d in self.Dis_ir(x_ir_gen)]}
 
   def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Eq. (7), discriminator side, on DETACHED fakes: no gradient reaches G. [B]"""

@@ -196,16 +196,20 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
       shown = "  ".join(f"{k} {means[k]:.4f}" for k in CONSOLE_TERMS if k in means)
       log(f"[{t.stage(step - 1)}] step {step}/{t.total_steps}  {shown}  "
           f"{rate:.0f} img/s  ETA {_format_eta((end - step) / max(done_rate, 1e-9))}")
+      scales = trainer.loss_scales()
       if chief:
         with open(os.path.join(t.workdir, METRICS_FILE), "a") as f:
           f.write(json.dumps({"step": step, "stage": t.stage(step - 1),
                               "images_per_second": rate, **lrs_named(lrs),
+                              **{f"loss_scale_{k}": v for k, v in scales.items()},
                               **means}) + "\n")
       with writer.as_default(step=step):
         for k, v in means.items():
           tf.summary.scalar(f"loss/{k}", v)
         for k, v in lrs.items():
           tf.summary.scalar(f"lr/{k}", v)
+        for k, v in scales.items():
+          tf.summary.scalar(f"loss_scale/{k}", v)
         tf.summary.scalar("images_per_second", rate)
       meter = _Meter()
     if chief and t.image_every and (step % t.image_every == 0 or step == end):

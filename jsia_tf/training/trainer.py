@@ -17,6 +17,11 @@ Parameter groups (../shared/SPEC.md): "G" = style encoders, decoders, V (and E_i
 when it is not shared), Adam lr 1e-4, betas (0.5, 0.999); "Dis" = discriminators,
 the same; "F" = E_sl (= E_i when shared), E_il and the heads, lr 4.5e-4, betas
 (0.9, 0.999). The warm-up stage updates G and Dis only; E_sl stays frozen.
+
+Mixed precision (--mixed_precision): the networks compute in float16 / bfloat16 with
+float32 weights; their outputs are cast to float32 before any loss. Under float16
+every optimizer is a LossScaleOptimizer with its own dynamic scale, so the joint
+step takes one gradient of the total per scaled copy (G's and F's).
 """
 
 import dataclasses
@@ -48,11 +53,6 @@ def unseen_partners(num_ids: int, k: int) -> np.ndarray:
     partner[-1] = 0
   rows = np.arange(num_ids * k)
   return (partner[rows // k] * k + rows % k).astype(np.int32)
-
-
-def _f32(tensor):
-  """Losses and metrics are computed in float32 whatever the compute dtype."""
-  return tf.cast(tensor, tf.float32) if tensor.dtype.is_floating else tensor
 
 
 class Trainer:
@@ -138,6 +138,13 @@ class Trainer:
       self.optimizers[name].learning_rate.assign(lr)
     return lrs
 
+  def loss_scales(self) -> Dict[str, float]:
+    """The current dynamic loss scale of every optimizer under float16 ({} else):
+    it halves on each step whose gradients overflow (that step is skipped), and
+    doubles after `dynamic_growth_steps` (Keras: 2000) finite steps."""
+    return {name: float(opt.dynamic_scale.numpy()) for name, opt in self.optimizers.items()
+            if isinstance(opt, keras.optimizers.LossScaleOptimizer)}
+
   # ---- the step ---------------------------------------------------------------------
 
   def _apply(self, name: str, grads, variables) -> None:
@@ -183,9 +190,9 @@ class Trainer:
         x, global_batch_size=self.global_gen_rows)
     terms = {}
     if "gan" in active:  # Eq. (7), generator side
-      terms["gan"] = gen_avg(
-          losses.gan_generator_loss([_f32(d) for d in m.Dis_ir(out["x_rgb2ir"])]) +
-          losses.gan_generator_loss([_f32(d) for d in m.Dis_rgb(out["x_ir2rgb"])]))
+      fake = m.discriminate(out["x_ir2rgb"], out["x_rgb2ir"])
+      terms["gan"] = gen_avg(losses.gan_generator_loss(fake["rgb"]) +
+                             losses.gan_generator_loss(fake["ir"]))
     if "recon" in active:  # Eq. (4)
       terms["recon"] = gen_avg(losses.reconstruction_loss(out["x_rgb_gen"], out["x_rgb_recon"]) +
                            losses.reconstruction_loss(out["x_ir_gen"], out["x_ir_recon"]))
@@ -193,7 +200,7 @@ class Trainer:
       terms["cycle"] = gen_avg(losses.cycle_loss(out["x_rgb_gen"], out["x_rgb_cycle"]) +
                            losses.cycle_loss(out["x_ir_gen"], out["x_ir_cycle"]))
     if "code" in active:
-      terms["code"] = gen_avg(_f32(m.code_reconstruction_loss(out, training=True)))
+      terms["code"] = gen_avg(m.code_reconstruction_loss(out, training=True))
     if "v" in active:  # Eq. (10), on the content maps of both modalities
       terms["v"] = gen_avg(tf.add_n([losses.variation_loss(
           out[f"M_{k}"], out[f"M_{k}_recon"], out[f"mu_{k}"], out[f"tau_{k}"])
@@ -234,7 +241,7 @@ class Trainer:
       fakes = m.translate(x_rgb_g, x_ir_g, training=True)
       dis_vars = self.groups["Dis"]
       with tf.GradientTape() as dis_tape:
-        dis = tf.nn.compute_average_loss(_f32(m.discriminator_loss(fakes)),
+        dis = tf.nn.compute_average_loss(m.discriminator_loss(fakes),
                                          global_batch_size=self.global_gen_rows)
         scaled = self.optimizers["Dis"].scale_loss(weights.lambda_gan * dis)
       self._apply("Dis", dis_tape.gradient(scaled, dis_vars), dis_vars)
@@ -246,7 +253,7 @@ class Trainer:
                       with_F=False)
       if stage == "joint":
         out.update(m.features(out, x_rgb, x_ir, training=True))
-      out = {k: _f32(v) for k, v in out.items()}
+      out = {k: losses.float32(v) for k, v in out.items()}
       terms = self.loss_terms(out, batch, weights)
       total = losses.total_loss(terms, weights)
       scaled = {name: self.optimizers[name].scale_loss(total) for name in names}
