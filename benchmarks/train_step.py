@@ -1,7 +1,7 @@
 """Images/s of the joint-stage train step per preset, and the process's peak memory.
 
   python benchmarks/train_step.py [--presets=tiny,demo,paper] [--steps=5]
-      [--mixed_precision=float16|bfloat16]
+      [--mixed_precision=float16|bfloat16] [--jit_compile]
 
 Each preset runs in a fresh process (so that its peak RSS is its own) on a generated
 SYSU-layout set, with the preset's batch (P x K per modality) and G sub-batch, one
@@ -23,12 +23,14 @@ flags.DEFINE_list("presets", ["tiny", "demo", "paper"], "Presets to measure.")
 flags.DEFINE_integer("steps", 5, "Timed joint steps (after one untimed, compiling).")
 flags.DEFINE_enum("mixed_precision", "", ["", "float16", "bfloat16"],
                   "The step's compute dtype; empty: float32.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the step.")
 flags.DEFINE_string("one", "", "Internal: measure this preset in this process.")
 flags.DEFINE_string("data_dir", "", "Internal: the generated data set.")
 FLAGS = flags.FLAGS
 
 
-def measure(preset: str, data_dir: str, steps: int, mixed_precision: str) -> dict:
+def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
+            jit_compile: bool) -> dict:
   """Times `steps` joint steps of `preset` after a compiling one."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
@@ -47,7 +49,8 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str) -> dic
                                batch_p=defaults["batch_p"], batch_k=defaults["batch_k"])
   train = config_lib.TrainConfig(workdir=tempfile.mkdtemp(), warmup_steps=0,
                                  joint_steps=steps + 1, gen_ids=defaults["gen_ids"],
-                                 mixed_precision=mixed_precision)
+                                 mixed_precision=mixed_precision,
+                                 jit_compile=jit_compile)
   distribute.set_numerics(train)
   cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(), train)
   strategy = tf.distribute.get_strategy()
@@ -65,6 +68,7 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str) -> dic
   return {"preset": preset, "image_size": list(model.image_size),
           "batch": f"P={data.batch_p} x K={data.batch_k} x 2 modalities",
           "gen_ids": train.gen_ids, "mixed_precision": mixed_precision or "float32",
+          "jit_compile": jit_compile,
           "seconds_per_step": round(seconds, 3),
           "images_per_second": round(images / seconds, 1),
           "first_step_seconds": round(compile_seconds, 1),
@@ -76,7 +80,7 @@ def main(argv):
   del argv
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one, FLAGS.data_dir, FLAGS.steps,
-                             FLAGS.mixed_precision)))
+                             FLAGS.mixed_precision, FLAGS.jit_compile)))
     return
   from jsia_tf.data import synthetic  # pylint: disable=import-outside-toplevel
   results = []
@@ -87,7 +91,8 @@ def main(argv):
     for preset in FLAGS.presets:
       proc = subprocess.run(
           [sys.executable, __file__, f"--one={preset}", f"--data_dir={data_dir}",
-           f"--steps={FLAGS.steps}", f"--mixed_precision={FLAGS.mixed_precision}"],
+           f"--steps={FLAGS.steps}", f"--mixed_precision={FLAGS.mixed_precision}",
+           f"--jit_compile={FLAGS.jit_compile}"],
           capture_output=True, text=True,
           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
       if proc.returncode:

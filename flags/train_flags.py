@@ -33,8 +33,8 @@ _HELP = {
     "num_cpu_devices": "With --strategy=mirrored and no GPU: replicas on this many "
                        "logical CPU devices.",
     "mixed_precision": "float16 (with loss scaling) or bfloat16; empty: float32.",
-    "jit_compile": "XLA-compile the train step (single replica only; refused for now: "
-                   "XLA cannot compile the antialiased resize, issue 5).",
+    "jit_compile": "XLA-compile the train step (single replica only); the losses "
+                   "are the uncompiled step's.",
     "deterministic": "Deterministic TensorFlow ops (slower), for exact reruns.",
     "log_every": "Console line and TensorBoard scalars every N steps.",
     "image_every": "TensorBoard image grids and V's interpolation strip every N "

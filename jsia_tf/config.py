@@ -353,6 +353,11 @@ class TrainConfig:
             "an integer >= 0")
     require(self.mixed_precision in MIXED_PRECISION, "mixed_precision",
             self.mixed_precision, "empty (float32), float16 or bfloat16")
+    # Found by a run: XLA has no deterministic kernels for some of the step's
+    # gradients (MaxPoolGrad); failing here beats failing inside the first step.
+    require(not (self.jit_compile and self.deterministic), "deterministic",
+            self.deterministic, "false with --jit_compile: XLA has no deterministic "
+            "kernels for some of the step's gradients (MaxPool)")
     for name in ("log_every", "image_every", "eval_every", "checkpoint_every",
                  "keep_checkpoints", "stop_at_step"):
       value = getattr(self, name)

@@ -141,6 +141,23 @@ def test_config_round_trip_gives_identical_outputs(tiny):
   assert clone.model_cfg == tiny.model_cfg
 
 
+@pytest.mark.parametrize("shape,size", [((64, 32), (32, 16)), ((128, 64), (64, 32)),
+                                        ((100, 37), (41, 23)), ((20, 12), (45, 30))])
+def test_antialiased_resize_is_tf_image_resize_and_compiles(shape, size):
+  """G's downsampling as matrix products equals tf.image.resize(antialias=True)
+  (halving, an odd factor, upsampling) and, unlike it, compiles with XLA."""
+  x = tf.random.stateless_uniform((2,) + shape + (3,), [4, 2], -1, 1)
+  want = tf.image.resize(x, size, method="bilinear", antialias=True)
+  np.testing.assert_allclose(generation.antialiased_resize(x, size), want, atol=5e-6)
+  compiled = tf.function(lambda t: generation.antialiased_resize(t, size),
+                         jit_compile=True)
+  np.testing.assert_allclose(compiled(x), want, atol=5e-6)
+  # Each output pixel is a convex combination of input pixels.
+  weights = generation.resize_weights(shape[0], size[0])
+  np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+  assert weights.min() >= 0.0
+
+
 def test_adain_is_stateless_and_sets_channel_statistics():
   x = tf.random.normal([2, 8, 4, 3], seed=1) * 5.0 + 2.0
   gamma = tf.constant([[1.0, 2.0, 0.5], [3.0, 1.0, 1.0]])

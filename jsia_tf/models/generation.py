@@ -10,14 +10,37 @@ c-2c-4c-8c with LeakyReLU 0.2, no norm, 1x1 to 1 channel, 2 scales with 3x3 s2
 average pooling between, weights N(0, 0.02).
 """
 
-from typing import List
+from typing import List, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from jsia_tf import config as config_lib
 
 _EPS = 1e-5
+
+
+def resize_weights(in_size: int, out_size: int) -> np.ndarray:
+  """The [out_size, in_size] matrix of tf.image.resize's antialiased bilinear
+  resampling along one axis: a triangle kernel widened by the downscale factor,
+  centred on half-pixel sample positions, cut at the border and renormalised (the
+  rules of TensorFlow's ScaleAndTranslate kernel)."""
+  inv_scale = in_size / out_size
+  width = max(inv_scale, 1.0)  # the antialiasing: a wider kernel when shrinking
+  centres = (np.arange(out_size) + 0.5) * inv_scale
+  sources = np.arange(in_size) + 0.5
+  weights = np.maximum(0.0, 1.0 - np.abs(sources[None, :] - centres[:, None]) / width)
+  return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def antialiased_resize(x: tf.Tensor, size: Tuple[int, int]) -> tf.Tensor:
+  """tf.image.resize(x, size, "bilinear", antialias=True) for images x [B, H, W, ch]
+  of static H, W, as two matrix products (equal to 1e-6). Unlike ScaleAndTranslate,
+  which has no XLA kernel, this compiles under jit_compile; it keeps x's dtype."""
+  rows = tf.constant(resize_weights(x.shape[1], size[0]), x.dtype)
+  cols = tf.constant(resize_weights(x.shape[2], size[1]), x.dtype)
+  return tf.einsum("pw,bowc->bopc", cols, tf.einsum("oh,bhwc->bowc", rows, x))
 
 
 class FromModelConfig:

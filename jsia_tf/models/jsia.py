@@ -73,9 +73,8 @@ class JSIA(keras.Model):
   # ---- G -------------------------------------------------------------------------
 
   def to_gen_size(self, x: tf.Tensor) -> tf.Tensor:
-    """Re-id-size images -> the generation module's size (half)."""
-    return tf.image.resize(x, self.model_cfg.gen_size, method="bilinear",
-                           antialias=True)
+    """Re-id-size images -> the generation module's size (half), antialiased."""
+    return generation.antialiased_resize(x, self.model_cfg.gen_size)
 
   def to_image_size(self, x: tf.Tensor) -> tf.Tensor:
     """Generation-size images -> re-id size (the authors upsample before E_i)."""

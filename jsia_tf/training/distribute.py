@@ -63,13 +63,6 @@ def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:
         f"--jit_compile needs a single replica; --strategy={cfg.strategy} has "
         f"{strategy.num_replicas_in_sync} (XLA compilation of the cross-replica "
         f"step is not supported here)")
-  if cfg.jit_compile:
-    # Found by a run: XLA has no kernel for the antialiased resize
-    # (ScaleAndTranslate) of G's downsampling, so compiling the step fails.
-    raise errors.ConfigError(
-        "--jit_compile is not supported yet: G's antialiased resize (the "
-        "ScaleAndTranslate op) has no XLA kernel, so the step cannot be compiled "
-        "(issue 5); run without --jit_compile")
   return strategy
 
 

@@ -157,13 +157,17 @@ class Trainer:
       pairs = [(g + decay * optimizer.scale_loss(tf.cast(v, g.dtype)), v) for g, v in pairs]
     optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
-  def _draws(self, step: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """This replica's rows of the global G sub-batch's random draws for `step`."""
-    seed = tf.stack([tf.constant(self.cfg.model.seed, tf.int64), step])
-    rid = tf.distribute.get_replica_context().replica_id_in_sync_group
-    start = rid * self.gen_rows
-    return {k: v[start:start + self.gen_rows]
-            for k, v in self.model.draws(seed, self.global_gen_rows).items()}
+  def global_draws(self, step: int) -> Dict[str, tf.Tensor]:
+    """Every random draw of `step` for the global G sub-batch, from (seed, step).
+    Made outside the compiled step: XLA's random kernels give other numbers for the
+    same seed, and --jit_compile must not change the run."""
+    return self.model.draws(tf.constant([self.cfg.model.seed, step], tf.int64),
+                            self.global_gen_rows)
+
+  def _replica_draws(self, draws: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """This replica's rows of `global_draws`."""
+    start = tf.distribute.get_replica_context().replica_id_in_sync_group * self.gen_rows
+    return {k: v[start:start + self.gen_rows] for k, v in draws.items()}
 
   def _triplet(self, out, batch) -> tf.Tensor:
     """Eq. (13)'s triplet term of this replica's anchors [2n], mined over the
@@ -232,7 +236,7 @@ class Trainer:
                                   for k in ("rgb", "ir")]))
     return terms
 
-  def _replica_step(self, batch, step, stage: str) -> Dict[str, tf.Tensor]:
+  def _replica_step(self, batch, draws, stage: str) -> Dict[str, tf.Tensor]:
     m, weights = self.model, self.weights[stage]
     x_rgb, x_ir = batch["x_rgb"], batch["x_ir"]
     report = {}
@@ -249,8 +253,8 @@ class Trainer:
     names = ["G"] if stage == "warmup" else ["G", "F"]
     two_scales = self.cfg.train.mixed_precision == "float16" and len(names) > 1
     with tf.GradientTape(persistent=two_scales) as gen_tape:
-      out = m.forward(x_rgb_g, x_ir_g, self._draws(step), self.partner, training=True,
-                      with_F=False)
+      out = m.forward(x_rgb_g, x_ir_g, self._replica_draws(draws), self.partner,
+                      training=True, with_F=False)
       if stage == "joint":
         out.update(m.features(out, x_rgb, x_ir, training=True))
       out = {k: losses.float32(v) for k, v in out.items()}
@@ -273,8 +277,8 @@ class Trainer:
     return report
 
   def _make_step(self, stage: str):
-    def step_fn(batch, step):
-      per_replica = self.strategy.run(self._replica_step, args=(batch, step),
+    def step_fn(batch, draws):
+      per_replica = self.strategy.run(self._replica_step, args=(batch, draws),
                                       kwargs={"stage": stage})
       return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
               for k, v in per_replica.items()}
@@ -285,7 +289,7 @@ class Trainer:
     mean of every unweighted loss term, the weighted total and the discriminator
     loss, and advances the step counter."""
     stage = self.cfg.train.stage(step)
-    values = self._steps[stage](batch, tf.constant(step, tf.int64))
+    values = self._steps[stage](batch, self.global_draws(step))
     self.step.assign(step + 1)
     self.stage.assign(STAGES.index(self.cfg.train.stage(step + 1)))
     return {k: float(v) for k, v in values.items()}
