@@ -35,7 +35,8 @@ _HELP = {
     "mixed_precision": "float16 (with loss scaling) or bfloat16; empty: float32.",
     "jit_compile": "XLA-compile the train step (single replica only); the losses "
                    "are the uncompiled step's.",
-    "deterministic": "Deterministic TensorFlow ops (slower), for exact reruns.",
+    "deterministic": "Deterministic TensorFlow ops (slower), for exact reruns; not "
+                     "with --jit_compile.",
     "log_every": "Console line and TensorBoard scalars every N steps.",
     "image_every": "TensorBoard image grids and V's interpolation strip every N "
                    "steps; 0 = off.",
