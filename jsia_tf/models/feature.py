@@ -187,7 +187,8 @@ class FeatureModule(keras.Model):
     self.stripe_bn = [batch_norm(sync_bn, f"stripe_bn_{i}", center=False)
                       for i in range(cfg.num_stripes)]
     self.C_n = [keras.layers.Dense(num_classes, use_bias=False, name=f"C_{i}",
-                                   dtype="float32", kernel_initializer=keras.initializers.RandomNormal(
+                                   dtype="float32",
+                                   kernel_initializer=keras.initializers.RandomNormal(
                                        stddev=0.001))
                 for i in range(cfg.num_stripes)]
 

@@ -140,18 +140,15 @@ class JSIA(keras.Model):
     `g`, another decoder pass) and re-encoded with frozen E_i weights: the gradient
     trains the decoders and style encoders only.
     """
-    stop, f32 = tf.stop_gradient, losses.float32
+    stop = tf.stop_gradient
     x_rgb2ir = self.D_ir(stop(g["M_rgb"]), g["s_ir"])
     x_ir2rgb = self.D_rgb(stop(g["M_ir"]), g["s_rgb"])
-    content = (losses.code_reconstruction_loss(
-        f32(self.reencode_content(x_rgb2ir, training, frozen=True)), f32(stop(g["M_rgb"]))) +
-               losses.code_reconstruction_loss(
-                   f32(self.reencode_content(x_ir2rgb, training, frozen=True)),
-                   f32(stop(g["M_ir"]))))
-    style = (losses.code_reconstruction_loss(f32(self.E_s_ir(x_rgb2ir)), f32(stop(g["s_ir"]))) +
-             losses.code_reconstruction_loss(f32(self.E_s_rgb(x_ir2rgb)),
-                                             f32(stop(g["s_rgb"]))))
-    return content + style
+    pairs = ((self.reencode_content(x_rgb2ir, training, frozen=True), g["M_rgb"]),
+             (self.reencode_content(x_ir2rgb, training, frozen=True), g["M_ir"]),
+             (self.E_s_ir(x_rgb2ir), g["s_ir"]), (self.E_s_rgb(x_ir2rgb), g["s_rgb"]))
+    return tf.add_n([losses.code_reconstruction_loss(losses.float32(code),
+                                                     losses.float32(stop(target)))
+                     for code, target in pairs])
 
   def discriminate(self, x_rgb_gen: tf.Tensor, x_ir_gen: tf.Tensor) -> Dict[str, List[tf.Tensor]]:
     """Discriminator outputs per scale of RGB and IR generation-size images, in
