@@ -158,20 +158,27 @@ def test_mirrored_two_cpus_agrees_with_one_replica(sysu_dir, tmp_path, one_repli
 
 def test_jit_compile_gives_the_uncompiled_losses(sysu_dir, tmp_path, one_replica):
   """--jit_compile (XLA) is a speed switch only: the random draws are made outside
-  the compiled step, so steps 1-2 give the uncompiled run's losses. In a fresh
+  the compiled step, so steps 1-2 give the uncompiled run's losses; it runs with
+  bfloat16 too. In a fresh
   process: op determinism, once enabled by another test, stays on, and XLA has no
   deterministic kernels for some gradients (refused, see test_cli_bad_inputs)."""
   want, ref_cfg = one_replica
-  workdir = tmp_path / "jit"
-  result = _train_cli(f"--data_dir={sysu_dir}", "--batch_p=4", "--batch_k=2",
-                      "--warmup_steps=0", "--joint_steps=2", "--gen_ids=4",
-                      "--image_every=0", "--eval_every=0", "--jit_compile",
-                      f"--workdir={workdir}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  saved = config_lib.load(experiment.ExperimentConfig, workdir / "config.json")
-  assert saved == dataclasses.replace(ref_cfg, train=dataclasses.replace(
-      ref_cfg.train, workdir=str(workdir), jit_compile=True))
-  _assert_same_losses(_metrics(workdir), want)
+  runs = {}
+  for policy in ("", "bfloat16"):
+    workdir = tmp_path / f"jit{policy}"
+    result = _train_cli(f"--data_dir={sysu_dir}", "--batch_p=4", "--batch_k=2",
+                        "--warmup_steps=0", "--joint_steps=2", "--gen_ids=4",
+                        "--image_every=0", "--eval_every=0", "--jit_compile",
+                        f"--mixed_precision={policy}", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = config_lib.load(experiment.ExperimentConfig, workdir / "config.json")
+    assert saved == dataclasses.replace(ref_cfg, train=dataclasses.replace(
+        ref_cfg.train, workdir=str(workdir), jit_compile=True, mixed_precision=policy))
+    runs[policy] = _metrics(workdir)
+  _assert_same_losses(runs[""], want)
+  # XLA with half precision too (the resizes' gradients must agree in dtype).
+  for k in _TERMS:
+    assert runs["bfloat16"][0][k] == pytest.approx(want[0][k], rel=2e-2, abs=1e-3), k
 
 
 @pytest.mark.parametrize("policy", ["bfloat16", "float16"])

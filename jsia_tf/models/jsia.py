@@ -77,8 +77,12 @@ class JSIA(keras.Model):
     return generation.antialiased_resize(x, self.model_cfg.gen_size)
 
   def to_image_size(self, x: tf.Tensor) -> tf.Tensor:
-    """Generation-size images -> re-id size (the authors upsample before E_i)."""
-    return tf.image.resize(x, self.model_cfg.image_size, method="bilinear")
+    """Generation-size images -> re-id size (the authors upsample before E_i), in x's
+    dtype. The resize runs in float32 (its kernels' dtype): with a half-precision x,
+    XLA refuses the gradient sum of an uncast resize's float32 gradient and
+    the discriminators' half-precision one."""
+    return tf.cast(tf.image.resize(tf.cast(x, tf.float32), self.model_cfg.image_size,
+                                   method="bilinear"), x.dtype)
 
   def encode_content(self, x_gen: tf.Tensor, training=False) -> tf.Tensor:
     """Eq. (2): M = E_i(x), from a generation-size image."""
