@@ -14,9 +14,9 @@ _HELP = {
     "workdir": "Checkpoints, config.json, TensorBoard logs and the final evaluation; "
                "rerunning with the same workdir resumes.",
     "warmup_steps": "Steps of the warm-up stage (G and V only, E_sl frozen). Default: "
-                    "the preset's (paper 5000, demo 100, tiny 20).",
+                    "the preset's (paper 20000, demo 100, tiny 20).",
     "joint_steps": "Steps of the joint stage (everything). Default: the preset's "
-                   "(paper 17500, demo 500, tiny 40).",
+                   "(paper 10000, demo 500, tiny 40).",
     "gen_ids": "Identities of the batch that G, V and the IL/LR/UI losses run on (a "
                "sub-batch, as the authors'); 0: all. Default: the preset's (2).",
     "lr_g": "Adam lr of G and V.", "lr_dis": "Adam lr of the discriminators.",
@@ -46,6 +46,11 @@ _HELP = {
     "stop_at_step": "Stop at this step with a checkpoint (resume by rerunning); 0 = "
                     "run the whole schedule.",
     "flip_average": "Average each test embedding with its mirror's.",
+    "align_trains_g": "Let the IL, LR and UI gradients reach G and V through the "
+                      "generated images (the authors detach them: those terms train "
+                      "F only).",
+    "v_grad_to_content": "Let Eq. (10)'s gradient reach E_sl = E_i through the "
+                         "content map M (default: stopped at M).",
 }
 _DEFAULT_NONE = ("warmup_steps", "joint_steps", "gen_ids", "lr_f")
 

@@ -210,10 +210,12 @@ def total_loss(terms: Dict[str, tf.Tensor], weights: LossWeights) -> tf.Tensor:
   `terms` maps term names ("gan", "recon", "cycle", "code", "v", "id", "il", "lr",
   "ui") to per-example [B] values or already-reduced scalars. A term with weight 0
   may be absent; an active term that is absent is an error (it would silently drop
-  a loss).
+  a loss). With no active term the total is 0.
   """
   active = weights.active()
   missing = sorted(set(active) - set(terms))
   if missing:
     raise ValueError(f"total_loss: active terms {missing} were not computed")
+  if not active:
+    return tf.zeros([])
   return tf.add_n([active[name] * terms[name] for name in sorted(active)])

@@ -9,6 +9,8 @@ from flags import data_flags
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 
+from conftest import train_config_from_argv
+
 
 @pytest.mark.parametrize("field,value,message", [
     ("dataset", "market", "--dataset='market' is invalid: expected one of sysu, regdb"),
@@ -57,27 +59,15 @@ def test_flags_parse_into_config():
     data_flags.data_config_from_flags(values)
 
 
-def _train_config(*argv):
-  # pylint: disable=import-outside-toplevel
-  from flags import model_flags
-  from flags import train_flags
-  values = absl_flags.FlagValues()
-  data_flags.define_dataset_flags(values)
-  data_flags.define_input_flags(values)
-  model_flags.define_model_flags(values)
-  model_flags.define_loss_flags(values)
-  train_flags.define_train_flags(values)
-  values(["prog", *argv])
-  return train_flags.experiment_config_from_flags(values)
-
-
 def test_presets_set_schedule_batch_and_f_lr_unless_flags_do():
-  demo = _train_config()
+  demo = train_config_from_argv()
   assert demo.model.preset == "demo" and demo.data.batch_p == 8
   assert (demo.train.warmup_steps, demo.train.joint_steps, demo.train.lr_f) == (
       100, 500, 1e-3)
-  paper = _train_config("--data_dir=/data/SYSU-MM01")
+  paper = train_config_from_argv("--data_dir=/data/SYSU-MM01")
   assert paper.model.preset == "paper" and paper.data.batch_p == 16
-  assert (paper.train.joint_steps, paper.train.lr_f) == (17500, 4.5e-4)
-  mine = _train_config("--preset=demo", "--lr_f=2e-4", "--joint_steps=7", "--batch_p=4")
+  # The authors' schedule: an "epoch" is 200 steps; G warm-up 100 epochs, joint 50.
+  assert (paper.train.warmup_steps, paper.train.joint_steps, paper.train.lr_f) == (
+      20000, 10000, 4.5e-4)
+  mine = train_config_from_argv("--preset=demo", "--lr_f=2e-4", "--joint_steps=7", "--batch_p=4")
   assert (mine.train.lr_f, mine.train.joint_steps, mine.data.batch_p) == (2e-4, 7, 4)

@@ -80,8 +80,9 @@ def resolve_resnet50_weights(spec: str) -> str:
 
 def _resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   """Keras's ResNet-50 without top, with the last stride set to 1 (stage 5's first
-  block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, and
-  batch statistics synchronised across replicas with `sync_bn`."""
+  block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, BN
+  momentum PyTorch's, and batch statistics synchronised across replicas with
+  `sync_bn`."""
   weights = resolve_resnet50_weights(cfg.backbone_weights) if cfg.backbone_weights else None
   base = keras.applications.ResNet50(include_top=False, weights=weights,
                                      input_shape=cfg.image_size + (3,))
@@ -91,16 +92,22 @@ def _resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
       layer["config"]["strides"] = [1, 1]
     if layer["class_name"] == "BatchNormalization":
       layer["config"]["synchronized"] = sync_bn
+      layer["config"]["momentum"] = BN_MOMENTUM
   model = keras.Model.from_config(model_config)
   model.set_weights(base.get_weights())
   return model
 
 
+# PyTorch's BatchNorm momentum 0.1 (the weight of the new batch) is Keras's 0.9
+# (the weight of the old moving value).
+BN_MOMENTUM = 0.9
+
+
 def batch_norm(sync_bn: bool, name: str, center: bool = True):
-  """The trunk's and heads' BatchNormalization (PyTorch's epsilon); `sync_bn`
-  computes the statistics over the global batch of all replicas."""
-  return keras.layers.BatchNormalization(epsilon=1e-5, center=center,
-                                         synchronized=sync_bn, name=name)
+  """The trunk's and heads' BatchNormalization (PyTorch's epsilon and momentum);
+  `sync_bn` computes the statistics over the global batch of all replicas."""
+  return keras.layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM,
+                                         center=center, synchronized=sync_bn, name=name)
 
 
 def _small_resnet(cfg: config_lib.ModelConfig, name: str, sync_bn: bool) -> keras.Model:

@@ -159,6 +159,11 @@ class Decoder(FromModelConfig, keras.Model):
     return self.to_rgb(x)
 
 
+def _dis_init() -> keras.initializers.Initializer:
+  """The discriminators' N(0, 0.02) (the authors' `weights_init('gaussian')`)."""
+  return keras.initializers.RandomNormal(stddev=0.02)
+
+
 @keras.saving.register_keras_serializable(package="jsia_tf")
 class MultiScaleDiscriminator(FromModelConfig, keras.Model):
   """Dis: image [B, h, w, 3] -> one patch map [B, h_s, w_s, 1] per scale (LSGAN)."""
@@ -166,14 +171,18 @@ class MultiScaleDiscriminator(FromModelConfig, keras.Model):
   def __init__(self, cfg: config_lib.ModelConfig, **kwargs):
     super().__init__(**kwargs)
     self._remember(cfg)
-    init = keras.initializers.RandomNormal(stddev=0.02, seed=cfg.seed)
     c = cfg.dis_channels
     self.scales = []
     for s in range(cfg.dis_scales):
-      layers = [keras.layers.Conv2D(w, 4, 2, "same", kernel_initializer=init,
+      # A new initialiser per layer: an unseeded Keras initialiser takes its seed
+      # from Python's generator (seeded from the config by JSIA) when it is made,
+      # and one shared object would give every layer, scale and discriminator the
+      # same draw.
+      layers = [keras.layers.Conv2D(w, 4, 2, "same", kernel_initializer=_dis_init(),
                                     name=f"s{s}_conv{i}")
                 for i, w in enumerate((c, 2 * c, 4 * c, 8 * c))]
-      layers.append(keras.layers.Conv2D(1, 1, kernel_initializer=init, name=f"s{s}_out"))
+      layers.append(keras.layers.Conv2D(1, 1, kernel_initializer=_dis_init(),
+                                        name=f"s{s}_out"))
       self.scales.append(layers)
     self.down = keras.layers.AveragePooling2D(3, 2, "same")
 

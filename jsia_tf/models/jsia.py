@@ -6,6 +6,7 @@ Sub-networks, with the paper's names: E_i (content encoder) = F.E_sl when share_
 and F (E_sl, E_il, BN-neck, C, C_n).
 """
 
+import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 import keras
@@ -16,6 +17,45 @@ from jsia_tf import losses
 from jsia_tf.models import feature
 from jsia_tf.models import generation
 from jsia_tf.models import variation
+
+
+@dataclasses.dataclass(frozen=True)
+class Passes:
+  """Which parts of `JSIA.forward` run, and how gradients route through them.
+
+  A loss term whose weight is 0 builds nothing (`from_weights`): no network pass
+  runs for it, so it cannot move a BN moving statistic either, and a Table 3 row is
+  the row it claims.
+  """
+
+  cycle: bool = True  # Eq. (5)-(6): the cycle images
+  code: bool = True  # the re-encoded style codes of the code reconstruction loss
+  variation: bool = True  # V on the content maps (Eq. 9-10)
+  mixes: bool = True  # unseen identities (Eq. 14) and F on them (Eq. 15)
+  pairs: bool = True  # F on the generated pairs (Eq. 11-12)
+  gen_reals: bool = True  # F on the G sub-batch's reals (the IL/LR/UI references)
+  reid: bool = True  # F on the re-id batch (Eq. 13)
+  # Gradient routing (the defaults are the authors'): generated images enter F
+  # detached, and Eq. (10) does not reshape the content maps.
+  align_trains_g: bool = False
+  v_grad_to_content: bool = False
+
+  def __post_init__(self):
+    if self.mixes and not self.variation:
+      raise ValueError("Passes: mixes need the variation pass (z comes from V)")
+    if (self.pairs or self.mixes) and not self.gen_reals:
+      raise ValueError("Passes: pairs and mixes need gen_reals (their references)")
+
+  @classmethod
+  def from_weights(cls, weights: losses.LossWeights, align_trains_g: bool = False,
+                   v_grad_to_content: bool = False) -> "Passes":
+    """The passes that the terms switched on by `weights` need."""
+    on = weights.active()
+    pairs = "il" in on or "lr" in on
+    return cls(cycle="cycle" in on, code="code" in on,
+               variation="v" in on or "ui" in on, mixes="ui" in on, pairs=pairs,
+               gen_reals=pairs or "ui" in on, reid="id" in on,
+               align_trains_g=align_trains_g, v_grad_to_content=v_grad_to_content)
 
 
 @keras.saving.register_keras_serializable(package="jsia_tf")
@@ -88,71 +128,41 @@ class JSIA(keras.Model):
     """Eq. (2): M = E_i(x), from a generation-size image."""
     return self.E_i(self.F.trunk_input(self.to_image_size(x_gen)), training=training)
 
-  def reencode_content(self, x_gen: tf.Tensor, training=False,
-                       frozen: bool = False) -> tf.Tensor:
-    """E_i of a generated image. BN uses the batch's statistics like the real images'
-    encoding (`training`), but fakes never move E_i's moving statistics. With
-    `frozen`, E_i's weights get no gradient (the input still does)."""
-    weights = self.E_i.trainable_variables
-    if frozen:
-      weights = [tf.stop_gradient(w) for w in weights]
-    m, _ = self.E_i.stateless_call(weights, self.E_i.non_trainable_variables,
-                                   self.F.trunk_input(self.to_image_size(x_gen)),
-                                   training=training)
-    return m
-
-  def generate(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, training=False) -> Dict[str, tf.Tensor]:
+  def generate(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, training=False,
+               cycle: bool = True, style_codes: bool = True) -> Dict[str, tf.Tensor]:
     """Eq. (1)-(6) on an identity-aligned pair of batches (row b of x_rgb and x_ir
-    show the same person): reconstructions, the cross-modality pairs, their
-    re-encoded contents and the cycle images. Inputs at re-id size in [-1, 1]; image
-    outputs at generation size."""
+    show the same person): one forward pass of G, as the authors' step makes it.
+
+    Contents M, styles s, reconstructions, the cross-modality pairs, their
+    re-encoded contents M_rgb2ir = E_i(x_rgb2ir) (the content of x_rgb, seen in
+    IR) and, with `style_codes`, their re-encoded styles s_rgb2ir = E_s_ir(x_rgb2ir)
+    (the code reconstruction loss's inputs), and with `cycle` the cycle images.
+    E_i runs in the authors' order (real RGB, real IR, x_ir2rgb, x_rgb2ir), each
+    call moving its BN statistics as theirs does in training mode. Inputs at re-id
+    size in [-1, 1]; image outputs at generation size.
+    """
     x_rgb_g, x_ir_g = self.to_gen_size(x_rgb), self.to_gen_size(x_ir)
     m_rgb = self.encode_content(x_rgb_g, training)
     m_ir = self.encode_content(x_ir_g, training)
     s_rgb, s_ir = self.E_s_rgb(x_rgb_g), self.E_s_ir(x_ir_g)
     x_rgb2ir = self.D_ir(m_rgb, s_ir)  # Eq. (3): content of RGB, style of IR
     x_ir2rgb = self.D_rgb(m_ir, s_rgb)
-    m_rgb2ir = self.reencode_content(x_rgb2ir, training)
-    m_ir2rgb = self.reencode_content(x_ir2rgb, training)
-    return {
+    m_ir2rgb = self.encode_content(x_ir2rgb, training)
+    m_rgb2ir = self.encode_content(x_rgb2ir, training)
+    out = {
         "x_rgb_gen": x_rgb_g, "x_ir_gen": x_ir_g,
         "M_rgb": m_rgb, "M_ir": m_ir, "s_rgb": s_rgb, "s_ir": s_ir,
         "x_rgb_recon": self.D_rgb(m_rgb, s_rgb), "x_ir_recon": self.D_ir(m_ir, s_ir),
         "x_rgb2ir": x_rgb2ir, "x_ir2rgb": x_ir2rgb,
         "M_rgb2ir": m_rgb2ir, "M_ir2rgb": m_ir2rgb,
-        # Eq. (6) with the original real style codes (the authors' code).
-        "x_rgb_cycle": self.D_rgb(m_rgb2ir, s_rgb), "x_ir_cycle": self.D_ir(m_ir2rgb, s_ir),
     }
-
-  def translate(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, training=False) -> Dict[str, tf.Tensor]:
-    """Eq. (3) alone: the generation-size reals and their cross-modality pairs, what
-    the discriminator step needs. E_i runs through `reencode_content`, so this extra
-    pass never moves its BN moving statistics (`generate` does, once a step)."""
-    x_rgb_g, x_ir_g = self.to_gen_size(x_rgb), self.to_gen_size(x_ir)
-    m_rgb = self.reencode_content(x_rgb_g, training)
-    m_ir = self.reencode_content(x_ir_g, training)
-    return {"x_rgb_gen": x_rgb_g, "x_ir_gen": x_ir_g,
-            "x_rgb2ir": self.D_ir(m_rgb, self.E_s_ir(x_ir_g)),
-            "x_ir2rgb": self.D_rgb(m_ir, self.E_s_rgb(x_rgb_g))}
-
-  def code_reconstruction_loss(self, g: Dict[str, tf.Tensor], training=False) -> tf.Tensor:
-    """Content and style code reconstruction L1 of the generated pairs [B], float32.
-
-    Its gradient must not reach E_sl = E_i (SPEC), and it would, twice: through E_i's
-    weights in the re-encoding, and through the fake's content input M = E_i(x). So
-    the fakes are decoded again from the DETACHED contents (the same values as in
-    `g`, another decoder pass) and re-encoded with frozen E_i weights: the gradient
-    trains the decoders and style encoders only.
-    """
-    stop = tf.stop_gradient
-    x_rgb2ir = self.D_ir(stop(g["M_rgb"]), g["s_ir"])
-    x_ir2rgb = self.D_rgb(stop(g["M_ir"]), g["s_rgb"])
-    pairs = ((self.reencode_content(x_rgb2ir, training, frozen=True), g["M_rgb"]),
-             (self.reencode_content(x_ir2rgb, training, frozen=True), g["M_ir"]),
-             (self.E_s_ir(x_rgb2ir), g["s_ir"]), (self.E_s_rgb(x_ir2rgb), g["s_rgb"]))
-    return tf.add_n([losses.code_reconstruction_loss(losses.float32(code),
-                                                     losses.float32(stop(target)))
-                     for code, target in pairs])
+    if style_codes:
+      out["s_ir2rgb"] = self.E_s_rgb(x_ir2rgb)
+      out["s_rgb2ir"] = self.E_s_ir(x_rgb2ir)
+    if cycle:  # Eq. (6) with the original real style codes (the authors' code).
+      out["x_rgb_cycle"] = self.D_rgb(m_rgb2ir, s_rgb)
+      out["x_ir_cycle"] = self.D_ir(m_ir2rgb, s_ir)
+    return out
 
   def discriminate(self, x_rgb_gen: tf.Tensor, x_ir_gen: tf.Tensor) -> Dict[str, List[tf.Tensor]]:
     """Discriminator outputs per scale of RGB and IR generation-size images, in
@@ -203,48 +213,70 @@ class JSIA(keras.Model):
   # ---- whole forward pass ----------------------------------------------------------
 
   def forward(self, x_rgb: tf.Tensor, x_ir: tf.Tensor, draws: Dict[str, tf.Tensor],
-              partner: tf.Tensor, training=False, with_F: bool = True) -> Dict[str, tf.Tensor]:
-    """One forward pass of G, V and (with `with_F`) F on identity-aligned batches.
+              partner: tf.Tensor, gen_rows: Optional[int] = None, training=False,
+              passes: Optional["Passes"] = None) -> Dict[str, tf.Tensor]:
+    """One forward pass of G, V and F on identity-aligned batches, the passes of
+    `passes` only (default: all), in the order of the authors' step.
 
-    G: `generate`'s images and codes. V, per modality m: mu_m, tau_m, z_m, M_m_recon
-    (Eq. 9), and an unseen identity mixing row b with row partner[b], a different
-    identity of the same modality (Eq. 14): z_mix_m, s_mix_m, x_mix_m. F: the
-    outputs (M, T, v, f, logits, stripe_logits) of the real images, the generated
-    pairs and the mixed images, as F_<image>_<output>. `draws` holds `draws()`'s
-    tensors for these rows.
+    G (`generate`) runs on the first `gen_rows` rows (default: all), the G
+    sub-batch. V, per modality m (Eq. 9): mu_m, tau_m, z_m, M_m_recon, from the
+    content map M_m (detached unless `passes.v_grad_to_content`); and an unseen
+    identity mixing row b with row partner[b], a different identity of the same
+    modality (Eq. 14): z_mix_m, s_mix_m, x_mix_m. F's outputs (M, T, v, f, logits,
+    stripe_logits), as F_<image>_<output>, for:
+      rgb_gen, rgb2ir, ir_gen, ir2rgb: the G sub-batch's real images and their
+        generated pairs, through the same upsampling path (the authors' IL inputs);
+      mix_rgb, mix_ir: the unseen identities;
+      rgb, ir: the whole re-id batch at its own resolution (Eq. 13).
+    Generated images enter F detached unless `passes.align_trains_g`. `draws` holds
+    `draws()`'s tensors for the G rows.
     """
-    out = dict(self.generate(x_rgb, x_ir, training))
-    for m in ("rgb", "ir"):
-      v = self.vary(out[f"M_{m}"], draws[f"eps_{m}"])
-      out.update({f"mu_{m}": v["mu"], f"tau_{m}": v["tau"], f"z_{m}": v["z"],
-                  f"M_{m}_recon": v["M_recon"], f"alpha_{m}": draws[f"alpha_{m}"]})
-      s = out[f"s_{m}"]
-      mixed = self.mix(v["z"], tf.gather(v["z"], partner), s, tf.gather(s, partner),
-                       draws[f"alpha_{m}"], m)
-      out.update({f"{k}_{m}": t for k, t in mixed.items()})
-    if with_F:
-      out.update(self.features(out, x_rgb, x_ir, training))
+    p = passes or Passes()
+    n = gen_rows if gen_rows is not None else x_rgb.shape[0]
+    out = dict(self.generate(x_rgb[:n], x_ir[:n], training, cycle=p.cycle,
+                             style_codes=p.code))
+    if p.variation:
+      for m in ("rgb", "ir"):
+        content = out[f"M_{m}"] if p.v_grad_to_content else tf.stop_gradient(out[f"M_{m}"])
+        v = self.vary(content, draws[f"eps_{m}"])
+        out.update({f"mu_{m}": v["mu"], f"tau_{m}": v["tau"], f"z_{m}": v["z"],
+                    f"M_{m}_recon": v["M_recon"], f"M_{m}_target": content})
+        if p.mixes:
+          s = out[f"s_{m}"]
+          mixed = self.mix(v["z"], tf.gather(v["z"], partner), s, tf.gather(s, partner),
+                           draws[f"alpha_{m}"], m)
+          out.update({f"{k}_{m}": t for k, t in mixed.items()})
+          out[f"alpha_{m}"] = draws[f"alpha_{m}"]
+    generated = (lambda x: x) if p.align_trains_g else tf.stop_gradient
+    images = []
+    if p.gen_reals:
+      images.append(("rgb_gen", out["x_rgb_gen"]))
+    if p.pairs:
+      images.append(("rgb2ir", generated(out["x_rgb2ir"])))
+    if p.gen_reals:
+      images.append(("ir_gen", out["x_ir_gen"]))
+    if p.pairs:
+      images.append(("ir2rgb", generated(out["x_ir2rgb"])))
+    if p.mixes:
+      images += [(f"mix_{m}", generated(out[f"x_mix_{m}"])) for m in ("rgb", "ir")]
+    # Separate calls, as the authors': each batch gets its own BN statistics.
+    for name, x in images:
+      out.update(self.features(self.to_image_size(x), name, training))
+    if p.reid:
+      out.update(self.features(x_rgb, "rgb", training))
+      out.update(self.features(x_ir, "ir", training))
     return out
 
-  def features(self, out: Dict[str, tf.Tensor], x_rgb: tf.Tensor, x_ir: tf.Tensor,
-               training=False) -> Dict[str, tf.Tensor]:
-    """F's outputs (M, T, v, f, logits, stripe_logits) as F_<image>_<output> for the
-    real images x_rgb, x_ir (any rows) and for `forward`'s generated pairs and mixed
-    images: images rgb, ir, rgb2ir, ir2rgb, mix_rgb, mix_ir."""
-    feats = {}
-    for name, images in (("rgb", x_rgb), ("ir", x_ir),
-                         ("rgb2ir", self.to_image_size(out["x_rgb2ir"])),
-                         ("ir2rgb", self.to_image_size(out["x_ir2rgb"])),
-                         ("mix_rgb", self.to_image_size(out["x_mix_rgb"])),
-                         ("mix_ir", self.to_image_size(out["x_mix_ir"]))):
-      for key, value in self.F(images, training=training).items():
-        feats[f"F_{name}_{key}"] = value
-    return feats
+  def features(self, x: tf.Tensor, name: str, training=False) -> Dict[str, tf.Tensor]:
+    """F's outputs (M, T, v, f, logits, stripe_logits) of re-id-size images x as
+    F_<name>_<output>."""
+    return {f"F_{name}_{key}": value for key, value in self.F(x, training=training).items()}
 
   def call(self, inputs: Dict[str, tf.Tensor], training=False) -> Dict[str, tf.Tensor]:
-    """`forward` on {"x_rgb", "x_ir"} with optional "seed" (int [2]; without it eps
-    = 0, so z = mu, and alpha = 0.5) and "partner" (int [n]; default: the row half a
-    batch away, a different identity in a P x K batch)."""
+    """`forward` (every pass, G on every row) on {"x_rgb", "x_ir"} with optional
+    "seed" (int [2]; without it eps = 0, so z = mu, and alpha = 0.5) and "partner"
+    (int [n]; default: the row half a batch away, a different identity in a P x K
+    batch)."""
     x_rgb, x_ir = inputs["x_rgb"], inputs["x_ir"]
     n = tf.shape(x_rgb)[0]
     if inputs.get("seed") is not None:
@@ -256,7 +288,7 @@ class JSIA(keras.Model):
     partner = inputs.get("partner")
     if partner is None:
       partner = (tf.range(n) + n // 2) % n
-    return self.forward(x_rgb, x_ir, draws, partner, training)
+    return self.forward(x_rgb, x_ir, draws, partner, training=training)
 
   def sub_networks(self) -> Dict[str, keras.Model]:
     """The named sub-networks (E_sl listed once when shared with E_i)."""

@@ -1,12 +1,20 @@
-"""The train step of JSIA-ReID: discriminators first, then G + V + F, under any
+"""The train step of JSIA-ReID, as the authors' step makes it, under any
 distribution strategy.
 
 The trainer owns the model, one optimizer per parameter group and the checkpoint.
-Per replica, a step
-  1. translates the real pairs (Eq. 3) and updates the discriminators Dis_rgb,
-     Dis_ir on the detached fakes (Eq. 7, LSGAN), under `dis_tape`;
-  2. runs the whole forward pass with the UPDATED discriminators and updates G, V
-     and, in the joint stage, F, under `gen_tape` (Eq. 16).
+Per replica, a step (the authors' `core/train.py`)
+  1. runs ONE forward pass of G, V and F (`JSIA.forward`, only the passes of the
+     terms switched on) under `gen_tape`, and Eq. (16)'s total;
+  2. under `dis_tape`, the discriminators' loss (Eq. 7, LSGAN) on the real images
+     and the DETACHED fakes of that same forward pass;
+  3. takes every gradient, then applies every optimizer: G's GAN term was computed
+     against the discriminators before their update.
+The code reconstruction term trains G only: its gradient never reaches E_sl = E_i
+(the authors zero E_sl's gradient after a separate backward pass of that term; here,
+a second gradient restricted to G's variables). The generated images enter F
+detached (IL, LR and UI train F), and V's input M is detached (Eq. 10 does not
+reshape the content maps), unless --align_trains_g / --v_grad_to_content.
+
 Every loss is per example and reduced with `tf.nn.compute_average_loss` over the
 GLOBAL batch inside the tape; the optimizers sum the replicas' gradients. Every
 random draw is made for the global batch from (seed, step) and sliced per replica,
@@ -16,17 +24,18 @@ synchronised: a step's losses do not depend on the number of replicas.
 Parameter groups (../shared/SPEC.md): "G" = style encoders, decoders, V (and E_i
 when it is not shared), Adam lr 1e-4, betas (0.5, 0.999); "Dis" = discriminators,
 the same; "F" = E_sl (= E_i when shared), E_il and the heads, lr 4.5e-4, betas
-(0.9, 0.999). The warm-up stage updates G and Dis only; E_sl stays frozen.
+(0.9, 0.999). The warm-up stage updates G and Dis only; E_sl stays frozen and no F
+pass runs.
 
 Mixed precision (--mixed_precision): the networks compute in float16 / bfloat16 with
 float32 weights; their outputs are cast to float32 before any loss. Under float16
 every optimizer is a LossScaleOptimizer with its own dynamic scale, so the joint
-step takes one gradient of the total per scaled copy (G's and F's).
+step takes one gradient per scaled copy (G's and F's).
 """
 
 import dataclasses
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
@@ -41,6 +50,13 @@ STAGES = ("warmup", "joint")
 REID_TERMS = ("id", "il", "lr", "ui")
 
 
+def _add(a, b):
+  """a + b for gradients that may be None (a variable a loss does not reach)."""
+  if a is None:
+    return b
+  return a if b is None else a + b
+
+
 def unseen_partners(num_ids: int, k: int) -> np.ndarray:
   """The mixing partner of every row of a P x K batch (identity-major): identities
   are paired (0, 1), (2, 3), ...; row j of identity i mixes with row j of its
@@ -53,6 +69,40 @@ def unseen_partners(num_ids: int, k: int) -> np.ndarray:
     partner[-1] = 0
   rows = np.arange(num_ids * k)
   return (partner[rows // k] * k + rows % k).astype(np.int32)
+
+
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class TorchAdam(keras.optimizers.Adam):
+  """Adam as `torch.optim.Adam` (the authors' optimizer) computes it.
+
+  PyTorch adds epsilon to the bias-corrected sqrt(v_t / (1 - beta_2^t)); Keras adds
+  it to the uncorrected sqrt(v_t), an effective epsilon 1 / sqrt(1 - beta_2^t)
+  times larger (about 32x at step 1 with beta_2 = 0.999), which damps the first
+  updates of small-gradient weights. Weight decay is added to the gradient by the
+  trainer, as PyTorch's `weight_decay` does.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    ops = keras.ops
+    dtype = variable.dtype
+    lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+    t = ops.cast(self.iterations + 1, dtype)
+    bias_1 = 1.0 - ops.power(ops.cast(self.beta_1, dtype), t)
+    bias_2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), t)
+    m = self._momentums[self._get_variable_index(variable)]
+    v = self._velocities[self._get_variable_index(variable)]
+    self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - self.beta_1))
+    self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v),
+                                    1.0 - self.beta_2))
+    denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
+    self.assign_sub(variable, ops.divide(ops.multiply(m, lr / bias_1), denominator))
+
+
+def learning_rates(train: config_lib.TrainConfig, step: int) -> Dict[str, float]:
+  """{"G", "Dis", "F"}: the lr of every optimizer at the 0-based `step`."""
+  factor = train.lr_factor(step)
+  return {"G": train.lr_g * factor, "Dis": train.lr_dis * factor,
+          "F": train.lr_f * factor}
 
 
 class Trainer:
@@ -83,6 +133,9 @@ class Trainer:
     self.weights = {
         "warmup": dataclasses.replace(cfg.loss, **{f"lambda_{t}": 0.0 for t in REID_TERMS}),
         "joint": cfg.loss}
+    self.passes = {stage: jsia.Passes.from_weights(
+        w, align_trains_g=train.align_trains_g, v_grad_to_content=train.v_grad_to_content)
+                   for stage, w in self.weights.items()}
     with strategy.scope():
       self.model = jsia.build(cfg.model, num_classes, sync_bn=self.replicas > 1)
       self.optimizers = {
@@ -106,8 +159,8 @@ class Trainer:
                                       reduce_retracing=True) for stage in STAGES}
 
   def _adam(self, lr: float, beta_1: float) -> keras.optimizers.Optimizer:
-    optimizer = keras.optimizers.Adam(learning_rate=lr, beta_1=beta_1,
-                                      beta_2=self.cfg.train.beta2, epsilon=1e-8)
+    optimizer = TorchAdam(learning_rate=lr, beta_1=beta_1, beta_2=self.cfg.train.beta2,
+                          epsilon=1e-8)
     if self.cfg.train.mixed_precision == "float16":
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -127,9 +180,7 @@ class Trainer:
 
   def learning_rates(self, step: int) -> Dict[str, float]:
     """The lr of every optimizer at `step`."""
-    t = self.cfg.train
-    factor = t.lr_factor(step)
-    return {"G": t.lr_g * factor, "Dis": t.lr_dis * factor, "F": t.lr_f * factor}
+    return learning_rates(self.cfg.train, step)
 
   def set_learning_rates(self, step: int) -> Dict[str, float]:
     """Assigns `learning_rates(step)` (outside the compiled step); returns them."""
@@ -188,7 +239,7 @@ class Trainer:
     """Every active term of Eq. (16), each a replica's share of the global batch
     mean (summing over replicas gives the mean). G, V, IL, LR and UI are means over
     G's sub-batch (its first rows), the re-id terms over the whole batch."""
-    m, active, g = self.model, weights.active(), self.gen_rows
+    m, active = self.model, weights.active()
     avg = lambda x: tf.nn.compute_average_loss(x, global_batch_size=self.global_rows)
     gen_avg = lambda x: tf.nn.compute_average_loss(
         x, global_batch_size=self.global_gen_rows)
@@ -203,77 +254,105 @@ class Trainer:
     if "cycle" in active:  # Eq. (5)-(6)
       terms["cycle"] = gen_avg(losses.cycle_loss(out["x_rgb_gen"], out["x_rgb_cycle"]) +
                            losses.cycle_loss(out["x_ir_gen"], out["x_ir_cycle"]))
-    if "code" in active:
-      terms["code"] = gen_avg(m.code_reconstruction_loss(out, training=True))
+    if "code" in active:  # the fakes' re-encoded codes against the reals' (authors')
+      # x_rgb2ir carries the content of x_rgb and the style of x_ir.
+      pairs = (("M_rgb2ir", "M_rgb"), ("M_ir2rgb", "M_ir"), ("s_rgb2ir", "s_ir"),
+               ("s_ir2rgb", "s_rgb"))
+      terms["code"] = gen_avg(tf.add_n([losses.code_reconstruction_loss(out[a], out[b])
+                                        for a, b in pairs]))
     if "v" in active:  # Eq. (10), on the content maps of both modalities
       terms["v"] = gen_avg(tf.add_n([losses.variation_loss(
-          out[f"M_{k}"], out[f"M_{k}_recon"], out[f"mu_{k}"], out[f"tau_{k}"])
+          out[f"M_{k}_target"], out[f"M_{k}_recon"], out[f"mu_{k}"], out[f"tau_{k}"])
                                  for k in ("rgb", "ir")]))
-    if "id" in active:  # Eq. (13): CE (+ the stripe classifiers' CE) and triplet
+    if "id" in active:  # Eq. (13), the authors' reduction: the mean of the two
+      # modalities' CE (+ the stripe classifiers' CE) and of the triplet's two
+      # mining directions (a mean over all anchors of both modalities)
       ce = (losses.cross_entropy(out["F_rgb_logits"], batch["label_rgb"]) +
-            losses.cross_entropy(out["F_ir_logits"], batch["label_ir"]))
+            losses.cross_entropy(out["F_ir_logits"], batch["label_ir"])) / 2.0
       if "lr" in active:
         n = self.cfg.model.num_stripes
         for k in ("rgb", "ir"):
           stripes = out[f"F_{k}_stripe_logits"]
           ce += tf.add_n([losses.cross_entropy(stripes[:, i], batch[f"label_{k}"])
-                          for i in range(n)]) / n
+                          for i in range(n)]) / (2.0 * n)
       triplet = tf.nn.compute_average_loss(self._triplet(out, batch),
                                            global_batch_size=2 * self.global_rows)
       terms["id"] = avg(ce) + triplet
     if "il" in active:  # Eq. (11)
       terms["il"] = gen_avg(losses.instance_alignment_loss(
-          out["F_ir_logits"][:g], out["F_ir2rgb_logits"], out["F_rgb_logits"][:g],
+          out["F_ir_gen_logits"], out["F_ir2rgb_logits"], out["F_rgb_gen_logits"],
           out["F_rgb2ir_logits"]))
     if "lr" in active:  # Eq. (12)
       terms["lr"] = gen_avg(losses.local_alignment_loss(
-          out["F_ir_stripe_logits"][:g], out["F_ir2rgb_stripe_logits"],
-          out["F_rgb_stripe_logits"][:g], out["F_rgb2ir_stripe_logits"]))
+          out["F_ir_gen_stripe_logits"], out["F_ir2rgb_stripe_logits"],
+          out["F_rgb_gen_stripe_logits"], out["F_rgb2ir_stripe_logits"]))
     if "ui" in active:  # Eq. (15), in both modalities
       terms["ui"] = gen_avg(tf.add_n([losses.unseen_identity_loss(
-          out[f"F_mix_{k}_logits"], out[f"F_{k}_logits"][:g],
-          tf.gather(out[f"F_{k}_logits"], self.partner), out[f"alpha_{k}"])
+          out[f"F_mix_{k}_logits"], out[f"F_{k}_gen_logits"],
+          tf.gather(out[f"F_{k}_gen_logits"], self.partner), out[f"alpha_{k}"])
                                   for k in ("rgb", "ir")]))
     return terms
 
-  def _replica_step(self, batch, draws, stage: str) -> Dict[str, tf.Tensor]:
-    m, weights = self.model, self.weights[stage]
-    x_rgb, x_ir = batch["x_rgb"], batch["x_ir"]
-    report = {}
-    x_rgb_g, x_ir_g = x_rgb[:self.gen_rows], x_ir[:self.gen_rows]
-    if weights.lambda_gan > 0:
-      fakes = m.translate(x_rgb_g, x_ir_g, training=True)
-      dis_vars = self.groups["Dis"]
-      with tf.GradientTape() as dis_tape:
-        dis = tf.nn.compute_average_loss(m.discriminator_loss(fakes),
-                                         global_batch_size=self.global_gen_rows)
-        scaled = self.optimizers["Dis"].scale_loss(weights.lambda_gan * dis)
-      self._apply("Dis", dis_tape.gradient(scaled, dis_vars), dis_vars)
-      report["dis"] = dis
-    names = ["G"] if stage == "warmup" else ["G", "F"]
-    two_scales = self.cfg.train.mixed_precision == "float16" and len(names) > 1
-    with tf.GradientTape(persistent=two_scales) as gen_tape:
-      out = m.forward(x_rgb_g, x_ir_g, self._replica_draws(draws), self.partner,
-                      training=True, with_F=False)
-      if stage == "joint":
-        out.update(m.features(out, x_rgb, x_ir, training=True))
-      out = {k: losses.float32(v) for k, v in out.items()}
-      terms = self.loss_terms(out, batch, weights)
-      total = losses.total_loss(terms, weights)
-      scaled = {name: self.optimizers[name].scale_loss(total) for name in names}
-    if two_scales:  # each LossScaleOptimizer unscales by its own factor
-      for name in names:
-        self._apply(name, gen_tape.gradient(scaled[name], self.groups[name]),
-                    self.groups[name])
+  def _gradients(self, tape: tf.GradientTape, rest: tf.Tensor, code: Optional[tf.Tensor],
+                 names: List[str]):
+    """{group: gradients} for the optimizer groups `names` of the weighted total,
+    split (on `tape`) into the code term `code` (None when off) and the `rest`.
+
+    Every group gets the gradient of the rest; "G" also gets the code term's. So
+    when F (E_sl) trains, the code term does not reach it, as in the authors' step;
+    one gradient of the rest covers every group when they share a loss scale
+    (float32, bfloat16)."""
+    if len(names) == 1:  # warm-up: G only, no routing needed
+      target = rest if code is None else rest + code
+      return {"G": tape.gradient(self.optimizers["G"].scale_loss(target), self.groups["G"])}
+    if self.cfg.train.mixed_precision == "float16":  # a loss scale per group
+      grads = {name: tape.gradient(self.optimizers[name].scale_loss(rest),
+                                   self.groups[name]) for name in names}
     else:
       variables = [v for name in names for v in self.groups[name]]
-      grads = gen_tape.gradient(scaled[names[0]], variables)
-      start = 0
+      flat, grads = tape.gradient(rest, variables), {}
       for name in names:
-        count = len(self.groups[name])
-        self._apply(name, grads[start:start + count], self.groups[name])
-        start += count
-    report.update(terms, total=total)
+        grads[name], flat = flat[:len(self.groups[name])], flat[len(self.groups[name]):]
+    if code is not None:
+      code_grads = tape.gradient(self.optimizers["G"].scale_loss(code), self.groups["G"])
+      grads["G"] = [_add(a, b) for a, b in zip(grads["G"], code_grads)]
+    return grads
+
+  def gradients(self, batch, draws, stage: str):
+    """One replica's forward pass and gradients of a `stage` step, nothing applied:
+    (report, {group: gradients}); the report holds the loss terms, the total and the
+    discriminator loss. `draws`: `global_draws`."""
+    m, weights = self.model, self.weights[stage]
+    names = ["G"] if stage == "warmup" else ["G", "F"]
+    # A second gradient call: the code term's (G only), or one per loss scale.
+    persistent = len(names) > 1 and (
+        weights.lambda_code > 0 or self.cfg.train.mixed_precision == "float16")
+    with tf.GradientTape(persistent=persistent) as gen_tape:
+      out = m.forward(batch["x_rgb"], batch["x_ir"], self._replica_draws(draws),
+                      self.partner, gen_rows=self.gen_rows, training=True,
+                      passes=self.passes[stage])
+      out = {k: losses.float32(v) for k, v in out.items()}
+      terms = self.loss_terms(out, batch, weights)
+      code = weights.lambda_code * terms["code"] if "code" in terms else None
+      rest = losses.total_loss(terms, dataclasses.replace(weights, lambda_code=0.0))
+      total = rest if code is None else rest + code
+    grads = self._gradients(gen_tape, rest, code, names)
+    report = dict(terms, total=total)
+    if weights.lambda_gan > 0:
+      dis_vars = self.groups["Dis"]
+      with tf.GradientTape() as dis_tape:
+        dis = tf.nn.compute_average_loss(m.discriminator_loss(out),
+                                         global_batch_size=self.global_gen_rows)
+        scaled = self.optimizers["Dis"].scale_loss(weights.lambda_gan * dis)
+      grads["Dis"] = dis_tape.gradient(scaled, dis_vars)
+      report["dis"] = dis
+    return report, grads
+
+  def _replica_step(self, batch, draws, stage: str) -> Dict[str, tf.Tensor]:
+    report, grads = self.gradients(batch, draws, stage)
+    # Every optimizer steps after every gradient is taken (the authors' order).
+    for name, group_grads in grads.items():
+      self._apply(name, group_grads, self.groups[name])
     return report
 
   def _make_step(self, stage: str):
