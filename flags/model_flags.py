@@ -9,10 +9,17 @@ from jsia_tf import losses
 
 # Flags that override a preset's value only when given (None = the preset's).
 _OVERRIDES = {
+    "backbone": (flags.DEFINE_string,
+                 "torchvision_resnet50 (the authors' layout), keras_resnet50 or small."),
     "backbone_weights": (flags.DEFINE_string,
-                         "ResNet-50 ImageNet weights: a local "
-                         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5, or "
-                         "'imagenet' (needs network); empty: random init."),
+                         "ResNet-50 ImageNet weights, a local file: torchvision's "
+                         "resnet50-19c8e357.pth / resnet50-0676ba61.pth (needs torch) or "
+                         "the same as .safetensors for torchvision_resnet50; Keras's "
+                         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 (or "
+                         "'imagenet', needs network) for keras_resnet50; empty: random "
+                         "init."),
+    "stem_relu": (flags.DEFINE_bool, "torchvision_resnet50: a ReLU after the stem's BN "
+                  "(the authors' E_sl has none)."),
     "share_sl": (flags.DEFINE_bool, "Share E_sl with the content encoder E_i (set-level "
                  "alignment); false is Table 3's 'no SL'."),
     "grey_input": (flags.DEFINE_bool, "Feed the re-id trunk grey images (luma x 3), as "

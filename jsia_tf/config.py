@@ -177,7 +177,11 @@ class EvalConfig:
               "no --mode, --shots or --perm_file with --protocol=regdb")
 
 
-BACKBONES = ("resnet50", "small")
+BACKBONES = ("torchvision_resnet50", "keras_resnet50", "small")
+RESNET50_BACKBONES = ("torchvision_resnet50", "keras_resnet50")
+# What --backbone_weights may name, per backbone (a file by its ending).
+BACKBONE_WEIGHTS = {"torchvision_resnet50": (".pth", ".pt", ".safetensors"),
+                    "keras_resnet50": (".h5",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +200,12 @@ class ModelConfig:
   # "small" backbone: stem width = widths[0]; stage i has blocks[i] basic blocks.
   small_widths: Tuple[int, ...] = (32, 64, 128, 256)
   small_blocks: Tuple[int, ...] = (1, 1, 1, 1)
-  # A local ImageNet weights file for ResNet-50, "imagenet" (needs network), or ""
-  # for random initialisation.
+  # A local ImageNet weights file for the ResNet-50 backbones ("imagenet", which
+  # needs the network, for keras_resnet50 too), or "" for random initialisation.
   backbone_weights: str = ""
+  # torchvision_resnet50: a ReLU after the stem's BN (torchvision has one; the
+  # authors' E_sl = conv1, bn1, maxpool, layer1 has none).
+  stem_relu: bool = False
   style_dim: int = 32
   style_channels: int = 16  # first style-encoder conv; then x2, x4, x4, x4
   mlp_dim: int = 64
@@ -230,9 +237,14 @@ class ModelConfig:
     require(self.num_stripes <= self.image_height // 16, "num_stripes",
             self.num_stripes, f"at most the {self.image_height // 16} rows of the "
             f"trunk's output map")
-    require(not self.backbone_weights or self.backbone == "resnet50", "backbone_weights",
-            self.backbone_weights, "no weights file for the small backbone (ImageNet "
-            "weights exist for --backbone=resnet50 only)")
+    if self.backbone_weights:
+      endings = BACKBONE_WEIGHTS.get(self.backbone, ())
+      ok = self.backbone_weights.endswith(endings) or (
+          self.backbone == "keras_resnet50" and self.backbone_weights == "imagenet")
+      require(ok, "backbone_weights", self.backbone_weights,
+              f"a {' or '.join(endings)} file for --backbone={self.backbone}" if endings
+              else "no weights file for the small backbone (ImageNet weights exist for "
+              f"--backbone={' or '.join(RESNET50_BACKBONES)} only)")
 
   @property
   def image_size(self) -> Tuple[int, int]:
@@ -247,8 +259,10 @@ class ModelConfig:
 
 # Preset -> the ModelConfig fields it sets (flags may override any of them).
 PRESETS = {
-    # ../shared/SPEC.md numbers: ResNet-50 (last stride 1), 256x128, style 128.
-    "paper": dict(image_height=256, image_width=128, backbone="resnet50", style_dim=128,
+    # ../shared/SPEC.md numbers: the authors' torchvision-layout ResNet-50 (last
+    # stride 1, no stem ReLU), 256x128, style 128.
+    "paper": dict(image_height=256, image_width=128, backbone="torchvision_resnet50",
+                  stem_relu=False, style_dim=128,
                   style_channels=32, mlp_dim=256, dis_channels=32, latent_channels=64,
                   num_stripes=6),
     # Trains for real on 2 CPU cores in minutes on the generated data set.

@@ -68,8 +68,9 @@ def test_embed_flip_average_is_the_normalised_mean_with_the_mirror(tiny):
   assert float(tf.reduce_max(tf.abs(both - plain))) > 1e-3  # the mirror mattered
 
 
-def test_paper_preset_shapes_and_trunk_is_keras_resnet50():
+def test_paper_preset_shapes_and_trunk_is_the_authors_resnet50():
   cfg = config_lib.model_config("paper")
+  assert cfg.backbone == "torchvision_resnet50" and not cfg.stem_relu
   model = jsia.JSIA(cfg, 395)
   x = tf.zeros([1, 256, 128, 3])
   g = model.generate(x, x)
@@ -78,10 +79,20 @@ def test_paper_preset_shapes_and_trunk_is_keras_resnet50():
   out = model.F(x)
   assert tuple(out["T"].shape) == (1, 16, 8, 2048)  # last stride 1
   assert tuple(out["stripe_logits"].shape) == (1, 6, 395)
+  trainable = sum(int(np.prod(v.shape)) for v in
+                  model.F.E_sl.trainable_variables + model.F.E_il.trainable_variables)
+  assert trainable == 23_508_032  # torchvision's ResNet-50 without fc
+
+
+def test_keras_resnet50_backbone_is_keras_own():
+  cfg = config_lib.model_config("paper", backbone="keras_resnet50", image_height=64,
+                                image_width=32, num_stripes=4)
+  trunk = feature.build_trunk(cfg)
   keras_resnet50 = keras.applications.ResNet50(include_top=False, weights=None,
-                                               input_shape=(256, 128, 3))
-  assert (feature.count_params(model.F.E_sl) + feature.count_params(model.F.E_il) ==
+                                               input_shape=(64, 32, 3))
+  assert (feature.count_params(trunk["E_sl"]) + feature.count_params(trunk["E_il"]) ==
           keras_resnet50.count_params() == 23_587_712)
+  assert tuple(trunk["E_il"].output.shape[1:]) == (4, 2, 2048)  # last stride 1
 
 
 @pytest.mark.parametrize("share_sl", [True, False])
@@ -157,10 +168,10 @@ def test_stripe_pool_adaptive_bins():
 
 def test_trunk_input_grey_and_caffe():
   x = tf.constant([[[[1.0, -1.0, 0.0]]]])  # red-ish pixel in [-1, 1]
-  grey = feature.TrunkInput(grey=True, caffe=False)(x).numpy()
+  grey = feature.TrunkInput(grey=True, normalisation="none")(x).numpy()
   luma = 0.299 - 0.587
   np.testing.assert_allclose(grey[0, 0, 0], [luma] * 3, rtol=1e-6)
-  caffe = feature.TrunkInput(grey=False, caffe=True)(x).numpy()
+  caffe = feature.TrunkInput(grey=False, normalisation="caffe")(x).numpy()
   # RGB (255, 0, 127.5) -> BGR minus mean.
   np.testing.assert_allclose(caffe[0, 0, 0], [127.5 - 103.939, 0 - 116.779, 255 - 123.68],
                              rtol=1e-5)
@@ -176,8 +187,8 @@ def test_backbone_weights_from_a_local_file(tmp_path):
   from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
   with h5py.File(path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, source)
-  cfg = config_lib.model_config("paper", image_height=64, image_width=32,
-                                backbone_weights=path, num_stripes=4)
+  cfg = config_lib.model_config("paper", backbone="keras_resnet50", image_height=64,
+                                image_width=32, backbone_weights=path, num_stripes=4)
   trunk = feature.build_trunk(cfg)
   np.testing.assert_array_equal(trunk["E_sl"].get_layer("conv1_conv").kernel, 0.125)
 

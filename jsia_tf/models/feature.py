@@ -3,9 +3,10 @@ set-level encoder E_sl (stem + stage 1, shared with the content encoder E_i) and
 instance-level encoder E_il (stages 2-4), the BN-neck, the global classifier C and
 the stripe classifiers C_n of Eq. (12).
 
-Trunks: ResNet-50 (the `paper` preset) is Keras's own `keras.applications.ResNet50`
-with last stride 1, so its parameter count and ImageNet weights file are Keras's; a
-small ResNet of basic blocks (the `demo` and `tiny` presets) has the same split.
+Trunks: ResNet-50 in torchvision's layout (the `paper` preset; the authors' trunk,
+torchvision_resnet.py) or Keras's own `keras.applications.ResNet50`, both with last
+stride 1 and their own ImageNet weight files; a small ResNet of basic blocks (the
+`demo` and `tiny` presets) has the same split.
 """
 
 import os
@@ -18,36 +19,73 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf.models import torchvision_resnet
 
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET50_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
                         "resnet/" + RESNET50_WEIGHTS_FILE)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _LUMA = (0.299, 0.587, 0.114)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_TORCH_GREY = (0.2989, 0.5870, 0.1140)  # the authors' tools/transforms2.py
+
+
+# The normalisation each trunk's weights expect, after the [-1, 1] images.
+INPUT_NORMALISATION = {"torchvision_resnet50": "imagenet", "keras_resnet50": "caffe",
+                       "small": "none"}
 
 
 @keras.saving.register_keras_serializable(package="jsia_tf")
 class TrunkInput(keras.layers.Layer):
-  """Images in [-1, 1] (RGB) -> the trunk's input: optionally grey (luma replicated to
-  3 channels, as the authors feed the re-id trunk at train and test time), then the
-  normalisation of the backbone's weights (ResNet-50 ImageNet: caffe-style BGR minus
-  mean on 0..255; the small trunk: unchanged [-1, 1])."""
+  """Images in [-1, 1] (RGB) -> the trunk's input, optionally grey (the authors feed
+  the re-id trunk grey images at train and test time), normalised as the
+  backbone's weights expect:
+    "imagenet" (torchvision): [0, 1], minus the ImageNet mean, over its std; grey
+      is then the authors' `rgb2gray` ON THE NORMALISED tensor (weights 0.2989,
+      0.5870, 0.1140, replicated to 3 channels);
+    "caffe" (Keras ResNet-50): grey (luma) first, then BGR on 0..255 minus the mean;
+    "none" (the small trunk): grey (luma) or unchanged [-1, 1].
+  """
 
-  def __init__(self, grey: bool, caffe: bool, **kwargs):
+  def __init__(self, grey: bool, normalisation: str, **kwargs):
     super().__init__(**kwargs)
-    self.grey, self.caffe = grey, caffe
+    if normalisation not in ("imagenet", "caffe", "none"):
+      raise ValueError(f"TrunkInput: unknown normalisation {normalisation!r}")
+    self.grey, self.normalisation = grey, normalisation
 
   def call(self, x):
+    if self.normalisation == "imagenet":
+      x = ((x + 1.0) / 2.0 - tf.constant(_IMAGENET_MEAN, x.dtype)) / tf.constant(
+          _IMAGENET_STD, x.dtype)
+      return _grey(x, _TORCH_GREY) if self.grey else x
     if self.grey:
-      luma = tf.reduce_sum(x * tf.constant(_LUMA, x.dtype), axis=-1, keepdims=True)
-      x = tf.tile(luma, [1, 1, 1, 3])
-    if self.caffe:
+      x = _grey(x, _LUMA)
+    if self.normalisation == "caffe":
       x = (x + 1.0) * 127.5
       x = x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN, x.dtype)
     return x
 
   def get_config(self):
-    return {**super().get_config(), "grey": self.grey, "caffe": self.caffe}
+    return {**super().get_config(), "grey": self.grey, "normalisation": self.normalisation}
+
+
+def _grey(x: tf.Tensor, weights) -> tf.Tensor:
+  """The weighted sum of x's channels, replicated to 3 channels."""
+  return tf.tile(tf.reduce_sum(x * tf.constant(weights, x.dtype), axis=-1, keepdims=True),
+                 [1, 1, 1, 3])
+
+
+def check_backbone_weights(cfg: config_lib.ModelConfig) -> None:
+  """Fails fast (before any data is read) when --backbone_weights cannot be used:
+  a missing file, or, for torchvision_resnet50, a file whose tensors do not fit
+  the trunk (the error names them with the expected names and shapes)."""
+  if not cfg.backbone_weights:
+    return
+  if cfg.backbone == "keras_resnet50":
+    resolve_resnet50_weights(cfg.backbone_weights)
+  else:
+    build_trunk(cfg)  # loads, and so checks, every tensor
 
 
 def resolve_resnet50_weights(spec: str) -> str:
@@ -78,7 +116,7 @@ def resolve_resnet50_weights(spec: str) -> str:
                               cache_subdir="models")
 
 
-def _resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
+def _keras_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   """Keras's ResNet-50 without top, with the last stride set to 1 (stage 5's first
   block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, BN
   momentum PyTorch's, and batch statistics synchronised across replicas with
@@ -139,14 +177,39 @@ def _small_resnet(cfg: config_lib.ModelConfig, name: str, sync_bn: bool) -> kera
   return keras.Model(inputs, x, name=name)
 
 
+def _torchvision_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
+  """The authors' trunk (torchvision's layout, last stride 1), with torchvision's
+  ImageNet weights from a local file when asked (the classifier `fc.*` of the
+  ImageNet checkpoint is not part of it)."""
+  model = torchvision_resnet.build(cfg.image_size + (3,),
+                                   lambda name: batch_norm(sync_bn, name),
+                                   stem_relu=cfg.stem_relu)
+  if cfg.backbone_weights:
+    path = cfg.backbone_weights
+    if not os.path.isfile(path):
+      raise errors.ConfigError(
+          f"--backbone_weights={path!r}: file not found (expected torchvision's "
+          f"ResNet-50 ImageNet weights, {' or '.join(torchvision_resnet.IMAGENET_FILES)}"
+          f", or the same tensors as .safetensors)")
+    state = torchvision_resnet.read_state_dict(path)
+    torchvision_resnet.load_state_dict(
+        torchvision_resnet.state_dict_names(model.layers), state,
+        source=f"--backbone_weights={path} (expected torchvision's ResNet-50, e.g. "
+               f"{' or '.join(torchvision_resnet.IMAGENET_FILES)})",
+        ignore_prefixes=(torchvision_resnet.CLASSIFIER_PREFIX,))
+  return model
+
+
 def build_trunk(cfg: config_lib.ModelConfig, sync_bn: bool = False) -> Dict[str, keras.Model]:
   """The re-id trunk split in two: {"E_sl": images -> M, "E_il": M -> T}.
 
   E_sl = stem + stage 1 (its output M is the content map of E_i); E_il = stages 2-4.
   Both take the already converted input of `TrunkInput`.
   """
-  if cfg.backbone == "resnet50":
-    full, split = _resnet50(cfg, sync_bn), "conv2_block3_out"
+  if cfg.backbone == "torchvision_resnet50":
+    full, split = _torchvision_resnet50(cfg, sync_bn), torchvision_resnet.E_SL_OUTPUT
+  elif cfg.backbone == "keras_resnet50":
+    full, split = _keras_resnet50(cfg, sync_bn), "conv2_block3_out"
   else:
     full = _small_resnet(cfg, "small_resnet", sync_bn)
     split = f"stage1_block{cfg.small_blocks[0]}_out"
@@ -180,7 +243,7 @@ class FeatureModule(keras.Model):
                E_sl: keras.Model, E_il: keras.Model, sync_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.cfg, self.num_classes = cfg, num_classes
-    self.trunk_input = TrunkInput(cfg.grey_input, cfg.backbone == "resnet50")
+    self.trunk_input = TrunkInput(cfg.grey_input, INPUT_NORMALISATION[cfg.backbone])
     self.E_sl, self.E_il = E_sl, E_il
     self.bn_neck = batch_norm(sync_bn, "bn_neck", center=False)
     if num_classes is None:

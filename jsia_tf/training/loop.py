@@ -149,8 +149,7 @@ def run(cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
 def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
          log: Log) -> Dict:
   t = cfg.train
-  if cfg.model.backbone_weights:  # fail fast, before any data is read
-    feature.resolve_resnet50_weights(cfg.model.backbone_weights)
+  feature.check_backbone_weights(cfg.model)  # fail fast, before any data is read
   chief = distribute.is_chief(strategy)
   if chief:
     experiment.prepare_workdir(cfg)
