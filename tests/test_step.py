@@ -206,6 +206,9 @@ def _count_calls(monkeypatch, cls, counts):
     ({"lambda_v": 0.0, "lambda_ui": 0.0}, "joint", False,
      {"D_rgb": 3, "D_ir": 3, "E_s_rgb": 2, "E_s_ir": 2, "Dis_rgb": 3, "Dis_ir": 3,
       "F": 6, "E_i": 4}),
+    ({"lambda_il": 0.0, "lambda_lr": 0.0}, "joint", False,  # F: G reals, mixes, re-id
+     {"D_rgb": 4, "D_ir": 4, "E_s_rgb": 2, "E_s_ir": 2, "Dis_rgb": 3, "Dis_ir": 3,
+      "E_v": 2, "F": 6, "E_i": 4}),
     ({"lambda_il": 0.0, "lambda_lr": 0.0, "lambda_ui": 0.0, "lambda_code": 0.0}, "joint",
      False, {"D_rgb": 3, "D_ir": 3, "E_s_rgb": 1, "E_s_ir": 1, "Dis_rgb": 3,
              "Dis_ir": 3, "E_v": 2, "F": 2, "E_i": 4}),
