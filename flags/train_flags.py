@@ -20,7 +20,7 @@ _HELP = {
     "gen_ids": "Identities of the batch that G, V and the IL/LR/UI losses run on (a "
                "sub-batch, as the authors'); 0: all. Default: the preset's (2).",
     "lr_g": "Adam lr of G and V.", "lr_dis": "Adam lr of the discriminators.",
-    "lr_f": "Adam lr of F. Default: the preset's (paper and tiny 4.5e-4, demo 1e-3).",
+    "lr_f": "Adam lr of F. Default: the preset's (paper and tiny 4.5e-4, demo 2e-3).",
     "beta1_g": "Adam beta_1 of G, V and the discriminators.",
     "beta1_f": "Adam beta_1 of F.", "beta2": "Adam beta_2 of every optimizer.",
     "weight_decay_g": "L2 weight decay (PyTorch Adam) of G, V and the discriminators.",

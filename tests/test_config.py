@@ -63,7 +63,7 @@ def test_presets_set_schedule_batch_and_f_lr_unless_flags_do():
   demo = train_config_from_argv()
   assert demo.model.preset == "demo" and demo.data.batch_p == 8
   assert (demo.train.warmup_steps, demo.train.joint_steps, demo.train.lr_f) == (
-      100, 500, 1e-3)
+      100, 500, 2e-3)
   paper = train_config_from_argv("--data_dir=/data/SYSU-MM01")
   assert paper.model.preset == "paper" and paper.data.batch_p == 16
   # The authors' schedule: an "epoch" is 200 steps; G warm-up 100 epochs, joint 50.
