@@ -186,16 +186,16 @@ def _torchvision_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.M
                                    stem_relu=cfg.stem_relu)
   if cfg.backbone_weights:
     path = cfg.backbone_weights
+    expected = (f"torchvision's ResNet-50 ImageNet weights, "
+                f"{' or '.join(torchvision_resnet.IMAGENET_FILES)}, or the same tensors "
+                f"as .safetensors")
     if not os.path.isfile(path):
       raise errors.ConfigError(
-          f"--backbone_weights={path!r}: file not found (expected torchvision's "
-          f"ResNet-50 ImageNet weights, {' or '.join(torchvision_resnet.IMAGENET_FILES)}"
-          f", or the same tensors as .safetensors)")
-    state = torchvision_resnet.read_state_dict(path)
+          f"--backbone_weights={path!r}: file not found (expected {expected})")
     torchvision_resnet.load_state_dict(
-        torchvision_resnet.state_dict_names(model.layers), state,
-        source=f"--backbone_weights={path} (expected torchvision's ResNet-50, e.g. "
-               f"{' or '.join(torchvision_resnet.IMAGENET_FILES)})",
+        torchvision_resnet.state_dict_names(model.layers),
+        torchvision_resnet.read_state_dict(path),
+        source=f"--backbone_weights={path} (expected {expected})",
         ignore_prefixes=(torchvision_resnet.CLASSIFIER_PREFIX,))
   return model
 

@@ -249,14 +249,11 @@ class JSIA(keras.Model):
           out[f"alpha_{m}"] = draws[f"alpha_{m}"]
     generated = (lambda x: x) if p.align_trains_g else tf.stop_gradient
     images = []
-    if p.gen_reals:
-      images.append(("rgb_gen", out["x_rgb_gen"]))
-    if p.pairs:
-      images.append(("rgb2ir", generated(out["x_rgb2ir"])))
-    if p.gen_reals:
-      images.append(("ir_gen", out["x_ir_gen"]))
-    if p.pairs:
-      images.append(("ir2rgb", generated(out["x_ir2rgb"])))
+    for m, pair in (("rgb", "rgb2ir"), ("ir", "ir2rgb")):  # the authors' IL order
+      if p.gen_reals:
+        images.append((f"{m}_gen", out[f"x_{m}_gen"]))
+      if p.pairs:
+        images.append((pair, generated(out[f"x_{pair}"])))
     if p.mixes:
       images += [(f"mix_{m}", generated(out[f"x_mix_{m}"])) for m in ("rgb", "ir")]
     # Separate calls, as the authors': each batch gets its own BN statistics.
