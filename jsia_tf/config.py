@@ -234,6 +234,14 @@ class ModelConfig:
                  "latent_channels", "num_stripes", "dis_scales"):
       value = getattr(self, name)
       require(isinstance(value, int) and value > 0, name, value, "a positive integer")
+    # The discriminators' 4x4 s2 convs pad by reflection: the coarsest scale's last
+    # conv needs an input of 2+ pixels a side (16 x 2^scales for the re-id image).
+    smallest = max(32, 2 ** (self.dis_scales + 4))
+    for name in ("image_height", "image_width"):
+      value = getattr(self, name)
+      require(value >= smallest, name, value,
+              f"at least {smallest}: the coarsest of the {self.dis_scales} "
+              f"discriminator scales reflect-pads a map of 2 pixels a side")
     require(self.num_stripes <= self.image_height // 16, "num_stripes",
             self.num_stripes, f"at most the {self.image_height // 16} rows of the "
             f"trunk's output map")
@@ -273,8 +281,8 @@ PRESETS = {
     # For tests: a few seconds per step.
     "tiny": dict(image_height=64, image_width=32, backbone="small",
                  small_widths=(8, 16, 24, 32), small_blocks=(1, 1, 1, 1), style_dim=8,
-                 style_channels=4, mlp_dim=16, dis_channels=4, latent_channels=4,
-                 num_stripes=4),
+                 style_channels=4, mlp_dim=16, dis_channels=4, dis_scales=1,
+                 latent_channels=4, num_stripes=4),
 }
 
 

@@ -79,11 +79,15 @@ def variation_loss(m: tf.Tensor, m_recon: tf.Tensor, mu: tf.Tensor,
           _mean_per_example(tf.square(tau - 1.0)))
 
 
-def kl_divergence(p_logits: tf.Tensor, q_logits: tf.Tensor) -> tf.Tensor:
-  """KL(p || q) = sum_c p_c (log p_c - log q_c) of softmax(logits): [..., C] -> [...]."""
-  log_p = tf.nn.log_softmax(p_logits, axis=-1)
-  log_q = tf.nn.log_softmax(q_logits, axis=-1)
-  return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+def kl_divergence(p_logits: tf.Tensor, q_logits: tf.Tensor,
+                  mini: float = 1e-8) -> tf.Tensor:
+  """KL(p || q) of softmax(logits) as the authors' `kl_loss` computes it:
+  sum_c p_c log(mini + p_c / (q_c + mini)). [..., C] -> [...]. The `mini` guards
+  shift a near-zero KL by about C x mini, so the exact form would not match their
+  IL numbers (mini=0 gives it)."""
+  p = tf.nn.softmax(p_logits, axis=-1)
+  q = tf.nn.softmax(q_logits, axis=-1)
+  return tf.reduce_sum(p * tf.math.log(mini + p / (q + mini)), axis=-1)
 
 
 def _aligned_kl(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:

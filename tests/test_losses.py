@@ -15,9 +15,10 @@ def _np_softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
-def _np_kl(p_logits, q_logits):
+def _np_kl(p_logits, q_logits, mini=1e-8):
+  """The authors' guarded KL (tools: Base.kl_loss), one direction."""
   p, q = _np_softmax(p_logits), _np_softmax(q_logits)
-  return (p * (np.log(p) - np.log(q))).sum(-1)
+  return (p * np.log(mini + p / (q + mini))).sum(-1)
 
 
 def test_l1_losses_by_hand():
@@ -58,6 +59,17 @@ def test_kl_direction_and_value():
   reverse = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
   np.testing.assert_allclose(losses.kl_divergence(tf.constant(q), tf.constant(p)),
                              [reverse], rtol=1e-6)
+
+
+def test_kl_guard_is_the_authors():
+  """Identical distributions: the exact KL is 0, the authors' guarded one is
+  sum_c p_c log(1e-8 + p_c / (p_c + 1e-8)), about 1e-8 (C - 1) for uniform p."""
+  uniform = tf.zeros([1, 395], tf.float64)
+  got = float(losses.kl_divergence(uniform, uniform)[0])
+  p = 1.0 / 395
+  assert got == pytest.approx(math.log(1e-8 + p / (p + 1e-8)), rel=1e-6)
+  assert got == pytest.approx(-1e-8 * 394, rel=1e-3)
+  assert float(losses.kl_divergence(uniform, uniform, mini=0.0)[0]) == 0.0
 
 
 def test_instance_alignment_is_symmetric_kl_with_real_held_constant():

@@ -53,7 +53,7 @@ def test_tiny_named_outputs(tiny):
     assert tuple(out[f"F_{prefix}_stripe_logits"].shape) == (4, 4, NUM_CLASSES)
   assert tuple(out["s_mix_ir"].shape) == (4, cfg.style_dim)
   dis = tiny.Dis_rgb(out["x_ir2rgb"])
-  assert [tuple(d.shape) for d in dis] == [(4, 2, 1, 1), (4, 1, 1, 1)]
+  assert [tuple(d.shape) for d in dis] == [(4, 2, 1, 1)]  # tiny: one scale
   emb = tiny.F.embed(_batch(cfg)["x_rgb"])
   np.testing.assert_allclose(tf.norm(emb, axis=1), 1.0, rtol=1e-5)
 
@@ -86,7 +86,7 @@ def test_paper_preset_shapes_and_trunk_is_the_authors_resnet50():
 
 def test_keras_resnet50_backbone_is_keras_own():
   cfg = config_lib.model_config("paper", backbone="keras_resnet50", image_height=64,
-                                image_width=32, num_stripes=4)
+                                image_width=32, num_stripes=4, dis_scales=1)
   trunk = feature.build_trunk(cfg)
   keras_resnet50 = keras.applications.ResNet50(include_top=False, weights=None,
                                                input_shape=(64, 32, 3))
@@ -159,6 +159,53 @@ def test_adain_is_stateless_and_sets_channel_statistics():
   np.testing.assert_allclose(tf.sqrt(var), gamma, rtol=1e-3)
 
 
+def test_reflect_pad_and_exclusive_average_pool_by_hand():
+  """PyTorch's ReflectionPad2d and AvgPool2d(3, 2, 1, count_include_pad=False),
+  checked on a 4 x 4 ramp by hand."""
+  x = tf.reshape(tf.range(16, dtype=tf.float32), [1, 4, 4, 1])
+  padded = generation.reflect_pad(x, 1)[0, :, :, 0].numpy()
+  np.testing.assert_array_equal(padded[0], [5, 4, 5, 6, 7, 6])  # row 1, reflected
+  np.testing.assert_array_equal(padded[:, 0], [5, 1, 5, 9, 13, 9])
+  pooled = generation.avg_pool_exclude_pad(x)[0, :, :, 0].numpy()
+  # Windows centred on rows / cols 0 and 2; the corner window holds x[0:2, 0:2].
+  np.testing.assert_allclose(pooled, [[np.mean([0, 1, 4, 5]), np.mean([1, 2, 3, 5, 6, 7])],
+                                      [np.mean([4, 5, 8, 9, 12, 13]),
+                                       np.mean([5, 6, 7, 9, 10, 11, 13, 14, 15])]],
+                             rtol=1e-6)
+
+
+def test_layer_norm_is_the_authors():
+  """(x - mean) / (unbiased std + 1e-5) over (H, W, C) per image, then gamma, beta."""
+  x = tf.random.stateless_normal([2, 3, 2, 4], [1, 2]) * 3.0 + 1.0
+  norm = generation.ChannelLayerNorm()
+  norm.build(x.shape)
+  gamma = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+  norm.gamma.assign(gamma)
+  norm.beta.assign([0.0, 1.0, 0.0, -1.0])
+  flat = x.numpy().reshape(2, -1)
+  mean, std = flat.mean(1), flat.std(1, ddof=1)
+  want = (x.numpy() - mean[:, None, None, None]) / (std[:, None, None, None] + 1e-5)
+  want = want * gamma + np.array([0.0, 1.0, 0.0, -1.0])
+  np.testing.assert_allclose(norm(x), want, rtol=1e-5, atol=1e-6)
+  fresh = generation.ChannelLayerNorm()
+  fresh.build([1, 1, 1, 1000])
+  g = fresh.gamma.numpy()
+  assert 0.0 <= g.min() and g.max() <= 1.0 and abs(g.mean() - 0.5) < 0.05  # U(0, 1)
+
+
+def test_generator_layers_start_from_pytorch_default_initialisation():
+  """G's convs / dense layers: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  cfg = config_lib.model_config("demo")
+  decoder = generation.Decoder(cfg, content_channels=32)
+  decoder(tf.zeros([1, 4, 2, 32]), tf.zeros([1, cfg.style_dim]))
+  for layer, fan_in in ((decoder.res_convs[0], 32 * 9), (decoder.mlp[1], cfg.mlp_dim)):
+    bound = 1.0 / np.sqrt(fan_in)
+    for w in (layer.kernel.numpy(), layer.bias.numpy()):
+      assert np.abs(w).max() <= bound
+      # U(-b, b) has std b / sqrt(3).
+      assert abs(w.std() * np.sqrt(3.0) / bound - 1.0) < (0.05 if w.size > 1000 else 0.4)
+
+
 def test_stripe_pool_adaptive_bins():
   t = tf.reshape(tf.range(4, dtype=tf.float32), [1, 4, 1, 1])  # rows 0, 1, 2, 3
   # 3 stripes of 4 rows: [0, 2), [1, 3), [2, 4) as adaptive pooling bins.
@@ -188,7 +235,8 @@ def test_backbone_weights_from_a_local_file(tmp_path):
   with h5py.File(path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, source)
   cfg = config_lib.model_config("paper", backbone="keras_resnet50", image_height=64,
-                                image_width=32, backbone_weights=path, num_stripes=4)
+                                image_width=32, backbone_weights=path, num_stripes=4,
+                                dis_scales=1)
   trunk = feature.build_trunk(cfg)
   np.testing.assert_array_equal(trunk["E_sl"].get_layer("conv1_conv").kernel, 0.125)
 

@@ -16,7 +16,7 @@ from jsia_tf.models import torchvision_resnet
 def _cfg(**overrides):
   # The paper preset at a quarter of its size: the layout is the same.
   return config_lib.model_config("paper", image_height=64, image_width=32,
-                                 num_stripes=4, **overrides)
+                                 num_stripes=4, dis_scales=1, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,20 @@
 AdaIN decoders D_rgb / D_ir and multi-scale patch discriminators Dis_rgb / Dis_ir.
 The content encoder E_i is the re-id trunk's E_sl (see feature.py and jsia.py).
 
-Numbers from ../shared/SPEC.md (the authors' code): style encoder 7x7 s1, then four
-4x4 s2 convs, ReLU, no norm, global pool, 1x1 to style_dim; decoder 2 AdaIN residual
-blocks, nearest x2 upsampling + 5x5 conv (LayerNorm, ReLU), 7x7 conv to 3, tanh;
-AdaIN parameters from an MLP of the style code; discriminators 4x4 s2 convs
-c-2c-4c-8c with LeakyReLU 0.2, no norm, 1x1 to 1 channel, 2 scales with 3x3 s2
-average pooling between, weights N(0, 0.02).
+Numbers from ../shared/SPEC.md and the authors' `core/networks.py` (MUNIT's blocks):
+style encoder 7x7 s1, then four 4x4 s2 convs, ReLU, no norm, global pool, 1x1 to
+style_dim; decoder 2 AdaIN residual blocks, nearest x2 upsampling + 5x5 conv
+(their LayerNorm, ReLU), 7x7 conv to 3, tanh; AdaIN parameters from an MLP of the
+style code; discriminators 4x4 s2 convs c-2c-4c-8c with LeakyReLU 0.2, no norm, 1x1
+to 1 channel, 2 scales with 3x3 s2 average pooling between.
+
+Where their details change the numbers, they are theirs: every conv pads by
+reflection (PyTorch's ReflectionPad2d, `tf.pad(mode="REFLECT")`), symmetric,
+kernel // 2 or 1 for the 4x4 convs; the LayerNorm divides by the UNBIASED standard
+deviation plus epsilon; the pooling between scales pads 1 on every side and
+averages the valid pixels only (`count_include_pad=False`); G's convs and dense
+layers start from PyTorch's default initialisation, the LayerNorm's gamma from
+U(0, 1), the discriminators' convs from N(0, 0.02) with zero biases.
 """
 
 from typing import List, Tuple
@@ -78,19 +86,68 @@ def adain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
   return instance_norm(x) * gamma[:, None, None, :] + beta[:, None, None, :]
 
 
+def torch_default_init(fan_in: int):
+  """(kernel, bias) initialisers of PyTorch's default Conv2d / Linear reset: both
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5) for the
+  kernel). New objects per call: an unseeded Keras initialiser takes its seed when
+  it is made, so a shared one would give every layer the same draw."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return (keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+          keras.initializers.RandomUniform(-bound, bound))
+
+
+def torch_conv(filters: int, kernel: int, stride: int, in_channels: int, name: str,
+               activation=None) -> keras.layers.Conv2D:
+  """A G conv with PyTorch's default initialisation; pad its input with
+  `reflect_pad` (the conv itself is "valid")."""
+  kernel_init, bias_init = torch_default_init(in_channels * kernel * kernel)
+  return keras.layers.Conv2D(filters, kernel, stride, "valid", activation=activation,
+                             kernel_initializer=kernel_init, bias_initializer=bias_init,
+                             name=name)
+
+
+def torch_dense(units: int, in_units: int, name: str, activation=None) -> keras.layers.Dense:
+  """A G dense layer with PyTorch's default Linear initialisation."""
+  kernel_init, bias_init = torch_default_init(in_units)
+  return keras.layers.Dense(units, activation=activation, kernel_initializer=kernel_init,
+                            bias_initializer=bias_init, name=name)
+
+
+def reflect_pad(x: tf.Tensor, pad: int) -> tf.Tensor:
+  """PyTorch's ReflectionPad2d(pad) on [B, H, W, C] (the border is not repeated)."""
+  if not pad:
+    return x
+  return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+
+
+def avg_pool_exclude_pad(x: tf.Tensor) -> tf.Tensor:
+  """PyTorch's AvgPool2d(3, stride=2, padding=1, count_include_pad=False): each
+  window averages its pixels inside the image. (Keras's "same" pooling pads only at
+  the bottom and right for even sizes: other windows.)"""
+  pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
+  total = tf.nn.avg_pool2d(tf.pad(x, pads), 3, 2, "VALID")
+  inside = tf.nn.avg_pool2d(tf.pad(tf.ones_like(x[..., :1]), pads), 3, 2, "VALID")
+  return total / inside
+
+
 @keras.saving.register_keras_serializable(package="jsia_tf")
 class ChannelLayerNorm(keras.layers.Layer):
-  """MUNIT's LayerNorm: normalise each image over (H, W, C), then a per-channel
-  affine (Keras's LayerNormalization over those axes would learn H x W x C)."""
+  """The authors' (MUNIT's) LayerNorm: (x - mean) / (std + eps) with the mean and the
+  UNBIASED standard deviation of each image over (H, W, C), then a per-channel affine
+  with gamma ~ U(0, 1), beta = 0 (Keras's LayerNormalization over those axes would
+  learn H x W x C and divide by sqrt(var + eps))."""
 
   def build(self, input_shape):
     c = input_shape[-1]
-    self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+    self.gamma = self.add_weight(shape=(c,), initializer=keras.initializers.RandomUniform(
+        0.0, 1.0), name="gamma")
     self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
 
   def call(self, x):
-    mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
-    return (x - mean) * tf.math.rsqrt(var + _EPS) * self.gamma + self.beta
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    n = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    var = tf.reduce_sum(tf.square(x - mean), axis=[1, 2, 3], keepdims=True) / (n - 1.0)
+    return (x - mean) / (tf.sqrt(var) + _EPS) * self.gamma + self.beta
 
 
 @keras.saving.register_keras_serializable(package="jsia_tf")
@@ -101,15 +158,16 @@ class StyleEncoder(FromModelConfig, keras.Model):
     super().__init__(**kwargs)
     self._remember(cfg)
     c = cfg.style_channels
-    self.convs = [keras.layers.Conv2D(c, 7, 1, "same", activation="relu", name="conv0")]
-    for i, width in enumerate((2 * c, 4 * c, 4 * c, 4 * c), start=1):
-      self.convs.append(keras.layers.Conv2D(width, 4, 2, "same", activation="relu",
-                                            name=f"conv{i}"))
-    self.out = keras.layers.Dense(cfg.style_dim, name="to_style")
+    self.convs = [torch_conv(c, 7, 1, 3, "conv0", activation="relu")]
+    widths = (c, 2 * c, 4 * c, 4 * c, 4 * c)
+    for i in range(1, 5):
+      self.convs.append(torch_conv(widths[i], 4, 2, widths[i - 1], f"conv{i}",
+                                   activation="relu"))
+    self.out = torch_dense(cfg.style_dim, widths[-1], "to_style")
 
   def call(self, x):
     for conv in self.convs:
-      x = conv(x)
+      x = conv(reflect_pad(x, 3 if conv.kernel_size[0] == 7 else 1))
     return self.out(tf.reduce_mean(x, axis=[1, 2]))
 
 
@@ -126,14 +184,14 @@ class Decoder(FromModelConfig, keras.Model):
     self._remember(cfg, content_channels=content_channels)
     c = content_channels
     self.content_channels = c
-    self.mlp = [keras.layers.Dense(cfg.mlp_dim, activation="relu", name="mlp0"),
-                keras.layers.Dense(cfg.mlp_dim, activation="relu", name="mlp1"),
-                keras.layers.Dense(2 * self.NUM_ADAIN * c, name="adain_params")]
-    self.res_convs = [keras.layers.Conv2D(c, 3, 1, "same", name=f"res{i}")
-                      for i in range(self.NUM_ADAIN)]
-    self.up_conv = keras.layers.Conv2D(max(c // 2, 8), 5, 1, "same", name="up_conv")
+    self.mlp = [torch_dense(cfg.mlp_dim, cfg.style_dim, "mlp0", activation="relu"),
+                torch_dense(cfg.mlp_dim, cfg.mlp_dim, "mlp1", activation="relu"),
+                torch_dense(2 * self.NUM_ADAIN * c, cfg.mlp_dim, "adain_params")]
+    self.res_convs = [torch_conv(c, 3, 1, c, f"res{i}") for i in range(self.NUM_ADAIN)]
+    up = max(c // 2, 8)
+    self.up_conv = torch_conv(up, 5, 1, c, "up_conv")
     self.up_norm = ChannelLayerNorm(name="up_norm")
-    self.to_rgb = keras.layers.Conv2D(3, 7, 1, "same", activation="tanh", name="to_rgb")
+    self.to_rgb = torch_conv(3, 7, 1, up, "to_rgb", activation="tanh")
 
   def get_build_config(self):
     # Two inputs: Keras cannot rebuild from one input shape; it builds on first call.
@@ -143,20 +201,21 @@ class Decoder(FromModelConfig, keras.Model):
     params = style
     for layer in self.mlp:
       params = layer(params)
-    # [B, 4 AdaIN layers, (gamma, beta), C]
+    # [B, 4 AdaIN layers, (beta, gamma), C]: the authors' order (each layer's
+    # "mean" then its "std"), so their MLP's weights load unpermuted.
     params = tf.reshape(params, [-1, self.NUM_ADAIN, 2, self.content_channels])
     x = content
     for block in range(2):
       y = x
       for j in range(2):
         k = 2 * block + j
-        y = adain(self.res_convs[k](y), params[:, k, 0], params[:, k, 1])
+        y = adain(self.res_convs[k](reflect_pad(y, 1)), params[:, k, 1], params[:, k, 0])
         if j == 0:
           y = tf.nn.relu(y)
       x = x + y
     x = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)  # nearest x2
-    x = tf.nn.relu(self.up_norm(self.up_conv(x)))
-    return self.to_rgb(x)
+    x = tf.nn.relu(self.up_norm(self.up_conv(reflect_pad(x, 2))))
+    return self.to_rgb(reflect_pad(x, 3))
 
 
 def _dis_init() -> keras.initializers.Initializer:
@@ -178,21 +237,20 @@ class MultiScaleDiscriminator(FromModelConfig, keras.Model):
       # from Python's generator (seeded from the config by JSIA) when it is made,
       # and one shared object would give every layer, scale and discriminator the
       # same draw.
-      layers = [keras.layers.Conv2D(w, 4, 2, "same", kernel_initializer=_dis_init(),
+      layers = [keras.layers.Conv2D(w, 4, 2, "valid", kernel_initializer=_dis_init(),
                                     name=f"s{s}_conv{i}")
                 for i, w in enumerate((c, 2 * c, 4 * c, 8 * c))]
       layers.append(keras.layers.Conv2D(1, 1, kernel_initializer=_dis_init(),
                                         name=f"s{s}_out"))
       self.scales.append(layers)
-    self.down = keras.layers.AveragePooling2D(3, 2, "same")
 
   def call(self, x) -> List[tf.Tensor]:
     outputs = []
     for s, layers in enumerate(self.scales):
       if s:
-        x = self.down(x)
+        x = avg_pool_exclude_pad(x)
       y = x
       for layer in layers[:-1]:
-        y = tf.nn.leaky_relu(layer(y), alpha=0.2)
+        y = tf.nn.leaky_relu(layer(reflect_pad(y, 1)), alpha=0.2)
       outputs.append(layers[-1](y))
     return outputs

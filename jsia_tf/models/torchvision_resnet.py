@@ -101,7 +101,7 @@ _BN_NAMES = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mea
 
 
 def state_dict_names(layers: Iterable[keras.layers.Layer]) -> Dict[str, Tuple[tf.Variable, bool]]:
-  """{PyTorch state-dict name: (Keras variable, is a conv kernel)} of the Conv2D,
+  """{PyTorch state-dict name: (Keras variable, is a kernel)} of the Conv2D,
   Dense and BatchNormalization layers among `layers`, named as their Keras layer
   names say (`layer1.0.conv1` -> `layer1.0.conv1.weight`). Conv kernels are stored
   [kh, kw, in, out] here and [out, in, kh, kw] in PyTorch; Dense kernels [in, out]
@@ -120,25 +120,39 @@ def state_dict_names(layers: Iterable[keras.layers.Layer]) -> Dict[str, Tuple[tf
   return names
 
 
-def to_torch_layout(value: np.ndarray) -> np.ndarray:
-  """A Keras kernel in PyTorch's layout: conv HWIO -> OIHW, dense IO -> OI. The
-  result is contiguous: file writers such as safetensors store the raw buffer."""
+# A layout of `state_dict_names`: a Keras Dense kernel [in, out] stored by PyTorch as
+# a 1x1 Conv2d weight [out, in, 1, 1] (MUNIT's style encoders end in one).
+DENSE_AS_1X1_CONV = "dense_as_1x1_conv"
+
+
+def to_torch_layout(value: np.ndarray, layout=True) -> np.ndarray:
+  """A Keras kernel in PyTorch's layout: conv HWIO -> OIHW, dense IO -> OI (or
+  O, I, 1, 1 with `layout=DENSE_AS_1X1_CONV`). The result is contiguous: file
+  writers such as safetensors store the raw buffer."""
+  if layout == DENSE_AS_1X1_CONV:
+    return np.ascontiguousarray(value.T[:, :, None, None])
   return np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
 
 
-def from_torch_layout(value: np.ndarray) -> np.ndarray:
-  """A PyTorch weight in Keras's layout: conv OIHW -> HWIO, linear OI -> IO."""
+def from_torch_layout(value: np.ndarray, layout=True) -> np.ndarray:
+  """A PyTorch weight in Keras's layout: conv OIHW -> HWIO, linear OI -> IO (a 1x1
+  conv O, I, 1, 1 -> dense IO with `layout=DENSE_AS_1X1_CONV`)."""
+  if layout == DENSE_AS_1X1_CONV:
+    if value.ndim != 4 or value.shape[2:] != (1, 1):
+      return value  # the caller's shape check names it
+    return value[:, :, 0, 0].T
   return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
 
 
 def load_state_dict(names: Mapping[str, Tuple[tf.Variable, bool]],
                     state: Mapping[str, np.ndarray], source: str,
-                    ignore_prefixes: Tuple[str, ...] = ()) -> None:
-  """Assigns every variable of `names` (from `state_dict_names`) its tensor of
+                    ignore_prefixes: Tuple[str, ...] = (), dry_run: bool = False) -> None:
+  """Assigns every variable of `names` ({name: (variable, layout)}: False for a
+  tensor stored as is, True for a kernel, or DENSE_AS_1X1_CONV) its tensor of
   `state`. A missing tensor, a shape that does not fit, or a tensor of `state`
   that maps to nothing (but PyTorch's `num_batches_tracked` counters and names
   under `ignore_prefixes`) is a `ConfigError` that names them and `source`; nothing
-  is assigned then."""
+  is assigned then (nor with `dry_run`: the checks only)."""
   leftover = sorted(k for k in state if k not in names and
                     not k.endswith("num_batches_tracked") and
                     not k.startswith(ignore_prefixes))
@@ -154,7 +168,7 @@ def load_state_dict(names: Mapping[str, Tuple[tf.Variable, bool]],
     if key not in state:
       continue
     value = np.asarray(state[key], dtype=np.float32)
-    value = from_torch_layout(value) if kernel else value
+    value = from_torch_layout(value, kernel) if kernel else value
     if tuple(value.shape) != tuple(variable.shape):
       torch_shape = tuple(np.asarray(state[key]).shape)
       want = _expected(names, [key])
@@ -162,6 +176,8 @@ def load_state_dict(names: Mapping[str, Tuple[tf.Variable, bool]],
     values[key] = value
   if problems:
     raise errors.ConfigError(f"{source}: does not fit the network: " + "; ".join(problems))
+  if dry_run:
+    return
   for key, (variable, _) in names.items():
     variable.assign(values[key])
 
@@ -178,7 +194,7 @@ def _expected(names, keys) -> str:
     variable, kernel = names[key]
     shape = tuple(variable.shape)
     if kernel:
-      shape = tuple(to_torch_layout(np.zeros(shape, np.float32)).shape)
+      shape = tuple(to_torch_layout(np.zeros(shape, np.float32), kernel).shape)
     out.append(f"{key} {list(shape)}")
   return ", ".join(out)
 
