@@ -102,7 +102,7 @@ def standin_resnet50(torch):
       return self.relu(self.bn3(self.conv3(y)) + shortcut)
 
   class ResNet50(nn.Module):
-    """The module tree of torchvision.models.resnet50."""
+    """The module tree and initialisation of torchvision.models.resnet50."""
 
     def __init__(self):
       super().__init__()
@@ -124,6 +124,12 @@ def standin_resnet50(torch):
         setattr(self, f"layer{i}", nn.Sequential(*layers))
       self.avgpool = nn.AdaptiveAvgPool2d(1)
       self.fc = nn.Linear(2048, 1000)
+      for m in self.modules():  # torchvision's initialisation
+        if isinstance(m, nn.Conv2d):
+          nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+          nn.init.ones_(m.weight)
+          nn.init.zeros_(m.bias)
 
   return ResNet50()
 
@@ -148,13 +154,18 @@ def install_torchvision(torch) -> str:
   return f"the tool's stand-in for torchvision.models.resnet50 (torchvision: {reason})"
 
 
-def import_authors(repo: str, torch):
-  """Their core.networks, core.base, core.train and tools, imported from `repo`."""
+def check_repo(repo: str) -> None:
+  """A ConfigError unless `repo` holds their modules."""
   missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(repo, f))]
   if not os.path.isdir(repo) or missing:
     raise errors.ConfigError(
         f"--authors_repo={repo}: not a clone of github.com/wangguanan/JSIA-ReID "
         f"(missing {', '.join(missing) if os.path.isdir(repo) else 'the directory'})")
+
+
+def import_authors(repo: str, torch):
+  """Their core.networks, core.base, core.train and tools, imported from `repo`."""
+  check_repo(repo)
   repo = os.path.abspath(repo)
   for name in [n for n in sys.modules if n in ("core", "tools") or
                n.startswith(("core.", "tools."))]:
@@ -211,6 +222,28 @@ def build_theirs(modules, torch, seed: int, weights: str):
   return base
 
 
+def person_batch(seed: int):
+  """The re-id batch: REID_P identities x REID_K images per modality of the
+  generated data set's people (RGB camera 1, IR camera 3), in [-1, 1], and their
+  labels. People, not noise: distinct identities keep the triplet's hardest
+  positive and negative clear of near-ties."""
+  # pylint: disable=import-outside-toplevel
+  from jsia_tf.data import layouts
+  from jsia_tf.data import synthetic
+  rng = np.random.default_rng(seed)
+  cameras = [synthetic.make_camera(1, layouts.RGB, False, False, seed),
+             synthetic.make_camera(3, layouts.IR, False, False, seed)]
+  pids = rng.choice(NUM_CLASSES, REID_P, replace=False)
+  images = [[], []]
+  for pid in pids:
+    ident = synthetic.make_identity(int(pid), seed)
+    for m, camera in enumerate(cameras):
+      for _ in range(REID_K):
+        image = synthetic.render_image(ident, camera, 256, 128, rng)
+        images[m].append(image.astype(np.float32) / 127.5 - 1.0)
+  return [np.stack(x) for x in images], np.repeat(pids, REID_K).astype(np.int64)
+
+
 class _Iter:
   """Their IterLoader's interface, always giving one batch."""
 
@@ -221,11 +254,12 @@ class _Iter:
     return self.batch
 
 
-def run_their_step(modules, base, torch, gen, reid, labels_gen, labels_reid):
-  """One iteration of their `train_an_epoch` (joint stage) without optimizer steps:
-  {function: its tensor locals at return (numpy), plus the discriminators' outputs
-  in "gan"} and {module index: {name: gradient}}."""
-  to = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+def run_their_step(modules, base, torch, gen, reid, labels_gen, labels_reid, dtype):
+  """One iteration of their `train_an_epoch` (joint stage) without optimizer steps,
+  on inputs of `dtype` (their networks must hold it): {function: its tensor locals
+  at return (numpy), plus the discriminators' outputs in "gan"} and {module index:
+  {name: gradient}}."""
+  to = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype)
   ids_gen, ids_reid = torch.from_numpy(labels_gen), torch.from_numpy(labels_reid)
   loaders = types.SimpleNamespace(
       gan_rgb_train_iter=_Iter(to(gen[0]), ids_gen), gan_ir_train_iter=_Iter(to(gen[1]), ids_gen),
@@ -278,6 +312,10 @@ def run_their_step(modules, base, torch, gen, reid, labels_gen, labels_reid):
 
 def run(repo: str, weights: str = "", seed: int = 0, log=print):
   """Builds both, runs both steps, returns (rows, settings)."""
+  check_repo(repo)
+  if weights and not os.path.isfile(weights):
+    raise errors.ConfigError(f"--weights={weights}: file not found (expected "
+                             f"torchvision's resnet50-19c8e357.pth or a .safetensors copy)")
   torch = import_torch()
   torch.use_deterministic_algorithms(True)
   torchvision_note = install_torchvision(torch)
@@ -299,20 +337,25 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   # images each, with their graphs) do not fit in 24 GiB.
   log(f"their networks: {torchvision_note}")
   base = build_theirs(modules, torch, seed, weights)
-  rng = np.random.default_rng(seed)
-  reid = [rng.uniform(-1, 1, (REID_P * REID_K, 256, 128, 3)).astype(np.float32)
-          for _ in range(2)]
-  labels = np.repeat(rng.choice(NUM_CLASSES, REID_P, replace=False), REID_K).astype(np.int64)
+  reid, labels = person_batch(seed)
   # jsia_tf's G images: the first rows of the re-id batch, downsampled as its
   # forward pass does; theirs get the same tensors.
   gen = [generation.antialiased_resize(tf.constant(x[:GEN_ROWS]), (128, 64)).numpy()
          for x in reid]
   states = [{(k[len("module."):] if k.startswith("module.") else k): v.detach().numpy().copy()
              for k, v in m.state_dict().items()} for m in base.model_list]
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # deprecations of the torch API they call
-    captured, their_grads = run_their_step(modules, base, torch, gen, reid,
-                                           labels[:GEN_ROWS], labels)
+  # Their step in float32 (the comparison), then the same weights in float64:
+  # float32's own limit on every row.
+  results = {}
+  for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+    for module in base.model_list:
+      module.to(dtype)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # deprecations of the torch API they call
+      results[name] = run_their_step(modules, base, torch, gen, reid, labels[:GEN_ROWS],
+                                     labels, dtype)
+    gc.collect()
+  (captured, their_grads), (reference, reference_grads) = results["float32"], results["float64"]
   del base
   gc.collect()
 
@@ -329,14 +372,20 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   batch = {"x_rgb": tf.constant(reid[0]), "x_ir": tf.constant(reid[1]),
            "label_rgb": tf.constant(labels, tf.int32), "label_ir": tf.constant(labels, tf.int32)}
   draws = trainer.global_draws(0)
-  report, our_grads = trainer.gradients(batch, draws, "joint")
+  # Compiled: eager execution keeps every activation of the step's persistent tape
+  # (and its own copies) alive and does not fit beside the data in 24 GiB.
+  report, our_grads = tf.function(lambda b, d: trainer.gradients(b, d, "joint"))(
+      batch, draws)
   # The same forward pass again for the named outputs (training-mode BN: the
   # outputs depend on the batch only).
-  out = model.forward(batch["x_rgb"], batch["x_ir"], draws, trainer.partner,
-                      gen_rows=GEN_ROWS, training=True, passes=trainer.passes["joint"])
+  out = tf.function(lambda b, d: model.forward(
+      b["x_rgb"], b["x_ir"], d, trainer.partner, gen_rows=GEN_ROWS, training=True,
+      passes=trainer.passes["joint"]))(batch, draws)
 
   t = parity.nchw_to_nhwc
   g, px, ri = captured["gan"], captured["pixel"], captured["reid"]
+  scopes = {id(g): "gan", id(px): "pixel", id(ri): "reid"}
+  ref = lambda scope, key: t(reference[scopes[id(scope)]][key])
   rows = []
   outputs = [
       ("M_rgb", "real_rgb_contents", g), ("M_ir", "real_ir_contents", g),
@@ -354,13 +403,14 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
                                 np.stack([out["x_rgb_gen"], out["x_ir_gen"]]),
                                 np.stack([t(g["rgb_images"]), t(g["ir_images"])])))
   for ours, theirs, scope in outputs:
-    rows.append(parity.tensor_row("output", ours, out[ours], t(scope[theirs])))
+    rows.append(parity.tensor_row("output", ours, out[ours], t(scope[theirs]),
+                                  ref(scope, theirs)))
   for m, real, fake in (("rgb", "x_rgb_gen", "x_ir2rgb"), ("ir", "x_ir_gen", "x_rgb2ir")):
     dis = getattr(model, f"Dis_{m}")
     for kind, key in (("real", real), ("fake", fake)):
       for s, ours in enumerate(dis(out[key])):
         name = f"Dis_{m}({kind}) scale {s}"
-        rows.append(parity.tensor_row("output", name, ours, t(g[name])))
+        rows.append(parity.tensor_row("output", name, ours, t(g[name]), ref(g, name)))
 
   mean = lambda x: float(tf.reduce_mean(x))
   code = lambda pairs: sum(mean(losses.code_reconstruction_loss(out[a], out[b]))
@@ -371,24 +421,36 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   triplet = mean(losses.cross_modality_triplet_loss(
       tf.concat([out["F_rgb_v"], out["F_ir_v"]], 0),
       tf.concat([batch["label_rgb"], batch["label_ir"]], 0), is_ir))
-  their_total = (g["gen_loss_without_gan_feature"] + g["gen_loss_gan_feature"] +
-                 THEIR_CONFIG["weight_pixel_loss"] * (px["loss_rgb"] + px["loss_ir"]) +
-                 ri["cls_loss"] + ri["triplet_loss"])
+  def theirs(key):
+    """A loss of theirs by name, float32 and float64: `loss_rgb+loss_ir`, sums."""
+    def value(results):
+      total = 0.0
+      for term in key.split("+"):
+        weight, _, name = term.rpartition("*")
+        scope = next(r for r in results.values() if name in r)
+        total += (float(weight) if weight else 1.0) * float(scope[name])
+      return total
+    return value(captured), value(reference)
+
+  their_total = ("gen_loss_without_gan_feature+gen_loss_gan_feature+"
+                 f"{THEIR_CONFIG['weight_pixel_loss']}*loss_rgb+"
+                 f"{THEIR_CONFIG['weight_pixel_loss']}*loss_ir+cls_loss+triplet_loss")
   loss_rows = [
-      ("GAN (generator)", report["gan"], g["gen_loss_gan"]),
-      ("image reconstruction", report["recon"], g["gen_loss_reconst_images"]),
-      ("cycle reconstruction", report["cycle"], g["gen_loss_cyclereconst_images"]),
+      ("GAN (generator)", report["gan"], "gen_loss_gan"),
+      ("image reconstruction", report["recon"], "gen_loss_reconst_images"),
+      ("cycle reconstruction", report["cycle"], "gen_loss_cyclereconst_images"),
       ("content code reconstruction", code((("M_rgb2ir", "M_rgb"), ("M_ir2rgb", "M_ir"))),
-       g["gen_loss_reconst_contents"]),
+       "gen_loss_reconst_contents"),
       ("style code reconstruction", code((("s_rgb2ir", "s_ir"), ("s_ir2rgb", "s_rgb"))),
-       g["gen_loss_reconst_styles"]),
-      ("discriminator", report["dis"], g["dis_loss"]),
-      ("IL (Eq. 11)", report["il"], px["loss_rgb"] + px["loss_ir"]),
-      ("CE (Eq. 13)", ce, ri["cls_loss"]),
-      ("triplet (Eq. 13)", triplet, ri["triplet_loss"]),
+       "gen_loss_reconst_styles"),
+      ("discriminator", report["dis"], "dis_loss"),
+      ("IL (Eq. 11)", report["il"], "loss_rgb+loss_ir"),
+      ("CE (Eq. 13)", ce, "cls_loss"),
+      ("triplet (Eq. 13)", triplet, "triplet_loss"),
       ("total (weighted)", report["total"], their_total)]
-  for name, ours, theirs in loss_rows:
-    rows.append(parity.tensor_row("loss", name, float(ours), float(theirs)))
+  for name, ours, key in loss_rows:
+    value32, value64 = theirs(key)
+    rows.append(parity.tensor_row("loss", name, float(ours), value32, value64))
 
   ours_by_variable = {}
   for group, variables in trainer.groups.items():
@@ -408,14 +470,10 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
         group = "G" if i < 2 else "discriminators"
       ours = ours_by_variable.get(id(variable), np.zeros(variable.shape, np.float32))
       ours = torchvision_resnet.to_torch_layout(ours, layout) if layout else ours
-      groups.setdefault(group, []).append((name, ours, their_grads[i][name]))
+      groups.setdefault(group, []).append(
+          (ours, their_grads[i][name], reference_grads[i][name]))
   for group, entries in groups.items():
-    worst = max(entries, key=lambda e: np.linalg.norm(e[1] - e[2]) / (
-        np.linalg.norm(e[2]) or 1.0))
-    rel = np.linalg.norm(worst[1] - worst[2]) / (np.linalg.norm(worst[2]) or 1.0)
-    rows.append(parity.gradient_row(group, [e[1] for e in entries], [e[2] for e in entries],
-                                    worst=f"{len(entries)} tensors; worst {worst[0]} "
-                                    f"{rel:.1e}"))
+    rows.append(parity.gradient_row(group, *zip(*entries), note=f"{len(entries)} tensors"))
   settings = {"authors_repo": os.path.abspath(repo), "authors_commit": _commit(repo),
               "torch": torch.__version__, "tensorflow": tf.__version__,
               "torchvision": torchvision_note, "weights": weights or "random", "seed": seed,
