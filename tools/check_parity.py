@@ -207,7 +207,7 @@ def build_theirs(modules, torch, seed: int, weights: str):
     from jsia_tf.models import authors
     from jsia_tf.models import torchvision_resnet
     state = torchvision_resnet.read_state_dict(weights)
-    trunk = {authors._trunk_name(k)[len(authors.ENCODER):]: torch.from_numpy(np.asarray(v))
+    trunk = {authors.trunk_name(k)[len(authors.ENCODER):]: torch.from_numpy(np.asarray(v))
              for k, v in state.items() if not k.startswith(("fc.",)) and
              not k.endswith("num_batches_tracked")}
     own = base.encoder.state_dict()

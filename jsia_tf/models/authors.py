@@ -33,7 +33,9 @@ _FROZEN_ZERO = ENCODER + "classifier.bn.bias"
 Names = Dict[str, Tuple[object, object]]  # their name -> (variable, layout)
 
 
-def _trunk_name(torchvision_name: str) -> str:
+def trunk_name(torchvision_name: str) -> str:
+  """Their Encoder's name of a torchvision ResNet-50 tensor (`layer2.0.conv1.weight`
+  -> `mod_invar_enc.resnet_conv2.0.0.conv1.weight`)."""
   for ours, theirs in _TRUNK_RENAMES:
     if torchvision_name.startswith(ours):
       return ENCODER + theirs + torchvision_name[len(ours):]
@@ -58,7 +60,7 @@ def encoder_names(model) -> Names:
         f"the authors' trunk is torchvision's ResNet-50: --backbone="
         f"{model.model_cfg.backbone} cannot hold their weights")
   trunk = torchvision_resnet.state_dict_names(model.F.E_sl.layers + model.F.E_il.layers)
-  names = {_trunk_name(k): v for k, v in trunk.items()}
+  names = {trunk_name(k): v for k, v in trunk.items()}
   neck = model.F.bn_neck
   names.update({ENCODER + "classifier.bn.weight": (neck.gamma, False),
                 ENCODER + "classifier.bn.running_mean": (neck.moving_mean, False),
