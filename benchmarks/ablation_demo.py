@@ -11,6 +11,10 @@ whose report exists is not retrained. Writes OUTPUT_DIR/ablation.md (all-search
 single-shot R1/R10/mAP per row, and random ranking) and prints it with a JSON list.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import json
 import os
 import subprocess

@@ -9,6 +9,10 @@ trials (about 3,010 images each) drawn from 6,775 RGB candidates. Features are r
       [--dim=2048] [--loop_trials=10]
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import json
 import os
 import platform

@@ -5,6 +5,10 @@ temporary directory first. Usage:
   python benchmarks/input_pipeline.py [--data_dir=DIR] [--batches=40]
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import json
 import os
 import platform

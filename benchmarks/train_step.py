@@ -8,6 +8,10 @@ SYSU-layout set, with the preset's batch (P x K per modality) and G sub-batch, o
 replica. Prints one JSON object per preset, then a JSON list of all of them.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import json
 import os
 import resource

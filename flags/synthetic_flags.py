@@ -1,4 +1,4 @@
-"""Flags of `python -m jsia_tf.data.synthetic`."""
+"""Flags of `python -m jsia_tf.generate`."""
 
 from absl import flags
 

@@ -3,8 +3,10 @@
 import sys
 
 from absl import app
+from absl import flags
 from absl import logging
 
+from jsia_tf import console
 from jsia_tf import errors
 
 
@@ -13,10 +15,13 @@ def run(main):
 
   User errors (a missing directory, a malformed split file, a bad flag value) are
   expected outcomes with messages written for people, so they are printed without a
-  traceback. Anything else is a bug and keeps its traceback.
+  traceback. Anything else is a bug and keeps its traceback. `--verbosity` lets
+  TensorFlow's log lines through (`console`).
   """
 
   def _main(argv):
+    if flags.FLAGS["verbosity"].present:  # TensorFlow's own log lines back
+      console.show_tensorflow_logs()
     try:
       return main(argv)
     except errors.JsiaError as e:

@@ -9,6 +9,10 @@
   python -m jsia_tf.evaluate --saved_model=EXPORT_DIR [--data_dir=DIR]
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 from flags import eval_flags
 from jsia_tf import cli
 from jsia_tf.evaluation import extract

@@ -8,6 +8,10 @@ serving_default (float32 RGB 0..255 images of any size) and serve_image_bytes
 (encoded JPEG/PNG/BMP), both -> `embedding`.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 from flags import export_flags
 from jsia_tf import cli
 from jsia_tf.serving import saved_model

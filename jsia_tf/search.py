@@ -8,6 +8,10 @@ framed green when ids are known from the folders), DIR/rankings.json and the cac
 gallery features DIR/gallery_features.npz (readable by python -m jsia_tf.evaluate).
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 from flags import search_flags
 from jsia_tf import cli
 from jsia_tf.serving import search

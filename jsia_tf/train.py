@@ -9,6 +9,10 @@ Without --data_dir the demo data set is generated (once) into data/sysu_demo and
 demo preset trains on it; with real data the paper preset is the default.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import dataclasses
 
 from absl import flags

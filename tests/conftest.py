@@ -20,9 +20,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(*args, timeout=300):
-  """Runs `python ARGS...` from the repository root, as a user would; TensorFlow's
-  start-up chatter is silenced so stderr holds the program's own messages."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  """Runs `python ARGS...` from the repository root, as a user would (the entry
+  points keep TensorFlow's log lines off stderr themselves: `jsia_tf.console`)."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
                         text=True, env=env, timeout=timeout)
 

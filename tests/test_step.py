@@ -99,12 +99,23 @@ def test_id_loss_is_the_mean_of_the_modalities_ce_and_of_the_triplet_directions(
   triplet = (_np_triplet(v_rgb, v_ir, labels) + _np_triplet(v_ir, v_rgb, labels)) / 2
   assert triplet > 0.05 and ce > 1.0  # both parts matter in this check
   assert got == pytest.approx(ce + triplet, rel=1e-5)
+  # Its parts are reported too (TensorBoard), with the training accuracy.
+  parts = tr.loss_terms(out, batch, only_id)
+  assert float(parts["id_ce_rgb"]) == pytest.approx(_np_ce(np_["rgb"], labels), rel=1e-5)
+  assert float(parts["id_ce_ir"]) == pytest.approx(_np_ce(np_["ir"], labels), rel=1e-5)
+  assert float(parts["id_triplet"]) == pytest.approx(triplet, rel=1e-5)
+  for k in ("rgb", "ir"):
+    assert float(parts[f"acc_{k}"]) == pytest.approx(
+        np.mean(np_[k].argmax(1) == labels), abs=1e-6)
+  assert "id_stripe_ce" not in parts
   # The stripe classifiers' CE (with LR on) is reduced the same way.
   with_lr = float(tr.loss_terms(out, batch, tr.weights["joint"])["id"])
   stripes = {k: out[f"F_{k}_stripe_logits"].numpy() for k in ("rgb", "ir")}
   stripe_ce = np.mean([(_np_ce(stripes["rgb"][:, i], labels) +
                         _np_ce(stripes["ir"][:, i], labels)) / 2 for i in range(4)])
   assert with_lr == pytest.approx(ce + stripe_ce + triplet, rel=1e-5)
+  assert float(tr.loss_terms(out, batch, tr.weights["joint"])["id_stripe_ce"]) == (
+      pytest.approx(stripe_ce, rel=1e-5))
 
 
 # ---- gradient routing ----------------------------------------------------------------
@@ -266,9 +277,12 @@ def test_gan_term_uses_the_discriminators_before_their_update(eagerly):
                                 losses.gan_generator_loss(fake["ir"])))
 
   before, dis_before = gan(m), float(tf.reduce_mean(m.discriminator_loss(out)))
+  per_modality = {k: float(tf.reduce_mean(v)) for k, v in m.discriminator_losses(out).items()}
   report = tr.train_step(b, 0)
   assert report["gan"] == pytest.approx(before, rel=1e-5)
   assert report["dis"] == pytest.approx(dis_before, rel=1e-5)
+  for k in ("rgb", "ir"):  # reported per discriminator too
+    assert report[f"dis_{k}"] == pytest.approx(per_modality[k], rel=1e-5)
   assert gan(m) != pytest.approx(before, rel=1e-3)  # the update happened after
 
 

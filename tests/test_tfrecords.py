@@ -90,7 +90,7 @@ def test_build_tfrecords_cli(sysu_dir, tmp_path):
       "--output_dir=/tmp/unused"], "data_dir /no/such/dir does not exist"),
     (["tools/build_tfrecords.py", "--dataset=sysu", "--output_dir=/tmp/unused"],
      "--data_dir='' is invalid"),
-    (["-m", "jsia_tf.data.synthetic", "--output_dir=/tmp/unused", "--num_ids=1"],
+    (["-m", "jsia_tf.generate", "--output_dir=/tmp/unused", "--num_ids=1"],
      "--num_ids=1 is invalid: expected an integer >= 3"),
 ])
 def test_cli_errors_are_one_line_messages(args, message):

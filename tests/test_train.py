@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from jsia_tf import config as config_lib
+from jsia_tf import console
 from jsia_tf import errors
 from jsia_tf import losses
 from jsia_tf.evaluation import extract
@@ -92,9 +93,16 @@ def test_tiny_end_to_end(sysu_dir, tmp_path):
   for event_file in (workdir / "tensorboard").iterdir():
     for event in tf.compat.v1.train.summary_iterator(str(event_file)):
       tags.update(v.tag for v in event.summary.value)
-  for tag in ("loss/total", "loss/recon", "loss/id", "lr/F", "images_per_second",
-              "V/interpolation alpha 0 -> 1", "eval/R1", "eval/mAP", "eval/mINP"):
+  for tag in ("loss/total", "loss/recon", "loss/id", "lr/F", "lr/G", "lr/Dis",
+              "images_per_second", "V/interpolation alpha 0 -> 1", "eval/R1", "eval/mAP",
+              "eval/mINP",
+              # L_id's parts, the stripe CE, training accuracy, each discriminator
+              "loss/id_ce_rgb", "loss/id_ce_ir", "loss/id_triplet", "loss/id_stripe_ce",
+              "accuracy/rgb", "accuracy/ir", "loss/dis_rgb", "loss/dis_ir"):
     assert tag in tags, tag
+  # metrics.jsonl holds the same numbers; training accuracy rises in the joint stage.
+  assert {"id_ce_rgb", "id_triplet", "acc_rgb", "acc_ir", "dis_rgb"} <= set(rows[-1])
+  assert mean(rows[-8:], "acc_rgb") > mean(rows[8:16], "acc_rgb")
   assert any(t.startswith("G/rgb") for t in tags) and any(t.startswith("G/ir") for t in tags)
 
 
@@ -177,6 +185,11 @@ def test_jit_compile_gives_the_uncompiled_losses(sysu_dir, tmp_path, one_replica
                         "--image_every=0", "--eval_every=0", "--jit_compile",
                         f"--mixed_precision={policy}", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]
+    # Quiet by default: none of TensorFlow's own lines (XLA, grappler, the
+    # checkpoint writer's INFO) reach the console.
+    noise = [line for line in result.stderr.splitlines()
+             if console.is_tensorflow_line(line.encode(), console.our_sources())]
+    assert not noise, noise[:5]
     saved = config_lib.load(experiment.ExperimentConfig, workdir / "config.json")
     assert saved == dataclasses.replace(ref_cfg, train=dataclasses.replace(
         ref_cfg.train, workdir=str(workdir), jit_compile=True, mixed_precision=policy))

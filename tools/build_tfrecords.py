@@ -4,6 +4,10 @@
   python tools/build_tfrecords.py --dataset=regdb --data_dir=DIR --trial=1 --output_dir=DIR
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import json
 
 from absl import flags

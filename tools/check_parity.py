@@ -23,6 +23,10 @@ stand-in builds torchvision's ResNet-50 module tree (`conv1`, `bn1`, `layer1.0.
 downsample.0`, ...) so their `Encoder` gets the same network.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 import builtins
 import functools
 import gc

@@ -9,6 +9,10 @@ DIR holds their `model-{0..3}_{epoch}.pkl` (torch needed: pip install -e .[parit
 or the same state dicts as .safetensors.
 """
 
+from jsia_tf import console
+
+console.quiet()  # before anything imports TensorFlow
+
 from absl import flags
 
 from flags import data_flags

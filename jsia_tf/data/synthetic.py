@@ -11,7 +11,7 @@ different colours can map to one grey and similar colours to different greys. Co
 therefore does not transfer from RGB to IR; shape, pattern and layout still carry the
 identity. That is the premise of the paper (IR to RGB is one-to-many).
 
-Run as `python -m jsia_tf.data.synthetic --layout=sysu|regdb --output_dir=DIR`.
+Command line: `python -m jsia_tf.generate --layout=sysu|regdb --output_dir=DIR`.
 """
 
 import dataclasses
@@ -49,7 +49,7 @@ _NIR_SKIN = 0.82  # skin is bright under NIR illumination whatever its visible t
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-  """What to generate. Field names are the flags of `python -m jsia_tf.data.synthetic`."""
+  """What to generate. Field names are the flags of `python -m jsia_tf.generate`."""
 
   layout: str = "sysu"
   output_dir: str = ""
@@ -526,20 +526,3 @@ def generate(cfg: SyntheticConfig, log=print) -> Dict:
     raise
   return {"layout": cfg.layout, "output_dir": out, "num_ids": cfg.num_ids,
           "num_images": total, "seconds": round(time.time() - start, 2)}
-
-
-def main(argv):
-  """Entry point: flags -> SyntheticConfig -> generate()."""
-  del argv
-  from flags import synthetic_flags  # pylint: disable=g-import-not-at-top
-  summary = generate(synthetic_flags.synthetic_config_from_flags())
-  print(f"wrote {summary['num_images']} images of {summary['num_ids']} identities "
-        f"({summary['layout']} layout) to {summary['output_dir']} in "
-        f"{summary['seconds']} s")
-
-
-if __name__ == "__main__":
-  from flags import synthetic_flags  # pylint: disable=g-import-not-at-top
-  from jsia_tf import cli  # pylint: disable=g-import-not-at-top
-  synthetic_flags.define_synthetic_flags()
-  cli.run(main)

@@ -170,13 +170,18 @@ class JSIA(keras.Model):
     return {"rgb": [losses.float32(d) for d in self.Dis_rgb(x_rgb_gen)],
             "ir": [losses.float32(d) for d in self.Dis_ir(x_ir_gen)]}
 
-  def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """Eq. (7), discriminator side, on DETACHED fakes: no gradient reaches G. [B]"""
+  def discriminator_losses(self, g: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Eq. (7), discriminator side, on DETACHED fakes (no gradient reaches G):
+    {"rgb": Dis_rgb's [B], "ir": Dis_ir's [B]}."""
     real = self.discriminate(g["x_rgb_gen"], g["x_ir_gen"])
     fake = self.discriminate(tf.stop_gradient(g["x_ir2rgb"]),
                              tf.stop_gradient(g["x_rgb2ir"]))
-    return (losses.gan_discriminator_loss(real["rgb"], fake["rgb"]) +
-            losses.gan_discriminator_loss(real["ir"], fake["ir"]))
+    return {k: losses.gan_discriminator_loss(real[k], fake[k]) for k in ("rgb", "ir")}
+
+  def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Eq. (7), discriminator side, both modalities: [B]."""
+    per_modality = self.discriminator_losses(g)
+    return per_modality["rgb"] + per_modality["ir"]
 
   # ---- V -------------------------------------------------------------------------
 

@@ -2,18 +2,25 @@
 
 `ExperimentConfig` nests the data, model, loss-weight and training configs. It is
 saved as `workdir/config.json` beside the checkpoints; a rerun with the same workdir
-resumes only if the settings that shape the trained weights are unchanged.
+resumes only if the settings that shape the trained weights are unchanged. One run
+at a time holds a workdir (`workdir_lock`).
 """
 
+import contextlib
 import dataclasses
+import datetime
+import json
 import os
-from typing import List
+import socket
+import sys
+from typing import Callable, Iterator, List
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import losses
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = "run.lock"
 
 # Fields a resume may change: where things are, how the run is distributed and how
 # often it reports. Every other field shapes the trained weights.
@@ -71,3 +78,72 @@ def prepare_workdir(cfg: ExperimentConfig) -> None:
           f"Differences: {'; '.join(diff)}. Use a new --workdir, or the saved flags.")
   os.makedirs(cfg.train.workdir, exist_ok=True)
   config_lib.save(cfg, path)
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` exists on this host."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # it exists, under another user
+    return True
+  return True
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, log: Callable[[str], None] = print) -> Iterator[str]:
+  """Holds `workdir/run.lock` (pid, host, start time, command) while the block runs.
+
+  A second run on the same workdir is refused with a ConfigError naming the holder.
+  A lock left by a process that is gone (same host) is taken over with a warning;
+  one from another host is not (its process cannot be checked from here). An
+  unwritable workdir fails naming the path.
+  """
+  path = os.path.join(workdir, LOCK_FILE)
+  host = socket.gethostname()
+  record = {"pid": os.getpid(), "host": host,
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)}
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.ConfigError(f"--workdir={workdir}: cannot be created ({e.strerror})") from None
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          holder = json.load(f)
+        pid, holder_host = int(holder["pid"]), str(holder["host"])
+      except (OSError, ValueError, KeyError, TypeError):
+        holder, pid, holder_host = {}, None, host  # half-written: its writer died
+      if holder_host != host or (pid is not None and _alive(pid)):
+        raise errors.ConfigError(
+            f"--workdir={workdir} is in use by another run (pid {pid} on {holder_host}, "
+            f"started {holder.get('started', '?')}: {holder.get('command', '?')}); "
+            f"wait for it, or use another --workdir. If that run is gone, delete "
+            f"{path}") from None
+      log(f"warning: taking over {path} from a run that is gone (pid {pid}, started "
+          f"{holder.get('started', '?')})")
+      os.remove(path)
+      continue
+    except OSError as e:
+      raise errors.ConfigError(f"--workdir={workdir}: cannot write {path} "
+                               f"({e.strerror})") from None
+    with os.fdopen(fd, "w") as f:
+      json.dump(record, f)
+    break
+  else:
+    raise errors.ConfigError(f"--workdir={workdir}: could not take {path}")
+  try:
+    yield path
+  finally:
+    try:
+      with open(path) as f:
+        mine = json.load(f).get("pid") == record["pid"]
+      if mine:
+        os.remove(path)
+    except (OSError, ValueError):
+      pass

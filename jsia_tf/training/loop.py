@@ -3,6 +3,7 @@ checkpoints and evaluations, and the final evaluation.
 
 Workdir layout:
   config.json          the ExperimentConfig (refused on resume if it conflicts)
+  run.lock             pid, host, start of the run holding the workdir (while it runs)
   metrics.jsonl        per report: step, stage, mean loss terms, lrs, images/s
   checkpoints/         tf.train.CheckpointManager (networks, optimizers, step, stage)
   tensorboard/         scalars, image grids, interpolation strips, eval metrics
@@ -141,7 +142,10 @@ def run(cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
   strategy = distribute.make_strategy(cfg.train)
   previous_policy = distribute.set_numerics(cfg.train)
   try:
-    return _run(cfg, strategy, log)
+    if not distribute.is_chief(strategy):  # the chief holds the workdir
+      return _run(cfg, strategy, log)
+    with experiment.workdir_lock(cfg.train.workdir, log):
+      return _run(cfg, strategy, log)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -203,8 +207,8 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
                               **{f"loss_scale_{k}": v for k, v in scales.items()},
                               **means}) + "\n")
       with writer.as_default(step=step):
-        for k, v in means.items():
-          tf.summary.scalar(f"loss/{k}", v)
+        for k, v in means.items():  # acc_rgb -> accuracy/rgb, the rest loss/...
+          tf.summary.scalar(f"accuracy/{k[4:]}" if k.startswith("acc_") else f"loss/{k}", v)
         for k, v in lrs.items():
           tf.summary.scalar(f"lr/{k}", v)
         for k, v in scales.items():

@@ -267,17 +267,28 @@ class Trainer:
     if "id" in active:  # Eq. (13), the authors' reduction: the mean of the two
       # modalities' CE (+ the stripe classifiers' CE) and of the triplet's two
       # mining directions (a mean over all anchors of both modalities)
-      ce = (losses.cross_entropy(out["F_rgb_logits"], batch["label_rgb"]) +
-            losses.cross_entropy(out["F_ir_logits"], batch["label_ir"])) / 2.0
+      ce = {k: losses.cross_entropy(out[f"F_{k}_logits"], batch[f"label_{k}"])
+            for k in ("rgb", "ir")}
+      stripe_ce = 0.0
       if "lr" in active:
         n = self.cfg.model.num_stripes
         for k in ("rgb", "ir"):
           stripes = out[f"F_{k}_stripe_logits"]
-          ce += tf.add_n([losses.cross_entropy(stripes[:, i], batch[f"label_{k}"])
-                          for i in range(n)]) / (2.0 * n)
+          stripe_ce += tf.add_n([losses.cross_entropy(stripes[:, i], batch[f"label_{k}"])
+                                 for i in range(n)]) / (2.0 * n)
       triplet = tf.nn.compute_average_loss(self._triplet(out, batch),
                                            global_batch_size=2 * self.global_rows)
-      terms["id"] = avg(ce) + triplet
+      terms["id"] = avg((ce["rgb"] + ce["ir"]) / 2.0 + stripe_ce) + triplet
+      # Its parts, reported (not weighted again): which one is stuck, and the
+      # training accuracy per modality (the authors log it).
+      terms["id_triplet"] = triplet
+      for k in ("rgb", "ir"):
+        terms[f"id_ce_{k}"] = avg(ce[k])
+        correct = tf.equal(tf.argmax(out[f"F_{k}_logits"], axis=-1, output_type=tf.int32),
+                           tf.cast(batch[f"label_{k}"], tf.int32))
+        terms[f"acc_{k}"] = avg(tf.cast(correct, tf.float32))
+      if "lr" in active:
+        terms["id_stripe_ce"] = avg(stripe_ce)
     if "il" in active:  # Eq. (11)
       terms["il"] = gen_avg(losses.instance_alignment_loss(
           out["F_ir_gen_logits"], out["F_ir2rgb_logits"], out["F_rgb_gen_logits"],
@@ -341,11 +352,15 @@ class Trainer:
     if weights.lambda_gan > 0:
       dis_vars = self.groups["Dis"]
       with tf.GradientTape() as dis_tape:
-        dis = tf.nn.compute_average_loss(m.discriminator_loss(out),
+        per_modality = m.discriminator_losses(out)
+        dis = tf.nn.compute_average_loss(per_modality["rgb"] + per_modality["ir"],
                                          global_batch_size=self.global_gen_rows)
         scaled = self.optimizers["Dis"].scale_loss(weights.lambda_gan * dis)
       grads["Dis"] = dis_tape.gradient(scaled, dis_vars)
       report["dis"] = dis
+      for k, value in per_modality.items():
+        report[f"dis_{k}"] = tf.nn.compute_average_loss(
+            value, global_batch_size=self.global_gen_rows)
     return report, grads
 
   def _replica_step(self, batch, draws, stage: str) -> Dict[str, tf.Tensor]:

@@ -1,0 +1,81 @@
+"""Quiet by default: TensorFlow's own log lines stay off the console of every entry
+point; --verbosity brings them back."""
+
+import subprocess
+import sys
+
+from jsia_tf import console
+
+from conftest import REPO, run_python
+
+CPP = b"I0000 00:00:1795599652.197379   23944 port.cc:153] oneDNN custom operations are on."
+PYTHON = (b"I1125 09:24:05.345517 139998777428864 functional_saver.py:440] Sharding "
+          b"callback duration: 323 microseconds")
+REMAPPER = (b"E1125 09:24:05.345517   23944 meta_optimizer.cc:967] remapper failed: "
+            b"INVALID_ARGUMENT: fanout exist for missing node")
+
+
+def test_tensorflow_lines_are_recognised_and_ours_are_not():
+  ours = frozenset({b"extract.py"})
+  for line in (CPP, PYTHON, REMAPPER,
+               b"WARNING: All log messages before absl::InitializeLog() is called are "
+               b"written to STDERR"):
+    assert console.is_tensorflow_line(line, ours), line
+  for line in (b"I1125 09:24:05.345517 1399 extract.py:45] features: 10/20 images",
+               b"error: --workdir=/x does not exist", b"Traceback (most recent call last):",
+               b"[joint] step 20/600  total 1.0"):
+    assert not console.is_tensorflow_line(line, ours), line
+  assert b"console.py" in console.our_sources()
+
+
+_SCRIPT = r"""
+import os, sys
+from jsia_tf import console
+console.quiet()
+os.write(2, %r + b"\n")
+os.write(2, b"kept? no: ours\n")
+os.write(2, %r + b"\nTo enable the following instructions: AVX2, rebuild\n")
+sys.stderr.write("a Python warning of ours\n")
+import time
+for _ in range(100):  # the filter thread reads the pipe asynchronously
+  if len(console.kept_lines()) >= 3:
+    break
+  time.sleep(0.05)
+print(len(console.kept_lines()), flush=True)
+if sys.argv[1:] == ["show"]:
+  console.show_tensorflow_logs()
+  os.write(2, %r + b"\n")
+""" % (CPP, REMAPPER, PYTHON)
+
+
+def _script(*args):
+  return subprocess.run([sys.executable, "-c", _SCRIPT, *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+
+
+def test_the_filter_keeps_tensorflow_lines_and_passes_ours():
+  quiet = _script()
+  assert quiet.returncode == 0, quiet.stderr
+  assert quiet.stderr.splitlines() == ["kept? no: ours", "a Python warning of ours"]
+  assert quiet.stdout.split() == ["3"]  # the two log lines and the continuation
+  shown = _script("show")
+  lines = shown.stderr.splitlines()
+  # What was kept is printed when the filter opens, then everything passes.
+  assert lines[:2] == ["kept? no: ours", "a Python warning of ours"]
+  assert lines[2:] == [CPP.decode(), REMAPPER.decode(),
+                       "To enable the following instructions: AVX2, rebuild",
+                       PYTHON.decode()]
+
+
+def test_an_error_is_the_only_line_and_verbosity_shows_tensorflow():
+  result = run_python("-m", "jsia_tf.export", "--workdir=/nonexistent/run")
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      "error: --workdir=/nonexistent/run does not exist: expected a training workdir "
+      "or a checkpoint prefix such as WORKDIR/checkpoints/ckpt-500 (the file "
+      "ckpt-500.index)"]
+  verbose = run_python("-m", "jsia_tf.export", "--workdir=/nonexistent/run",
+                       "--verbosity=0")
+  lines = verbose.stderr.splitlines()
+  assert any(console.is_tensorflow_line(line.encode()) for line in lines), lines
+  assert lines[-1].startswith("error: --workdir=/nonexistent/run does not exist")
