@@ -15,6 +15,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Callable, Dict, Optional
 
@@ -134,6 +136,65 @@ class _Meter:
     return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
+class StopRequest:
+  """SIGINT / SIGTERM during training: the loop finishes its step, checkpoints and
+  returns; a second signal interrupts at once (the default handlers come back).
+  Installed only in the main thread of a single-process run (signal handlers can
+  only be set there; multi-worker runs are left to their cluster manager)."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self, enabled: bool = True):
+    self.enabled = enabled
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  def __enter__(self) -> "StopRequest":
+    if self.enabled and threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    self._restore()
+
+  def _restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+  def __exit__(self, *exc):
+    self._restore()
+
+  def __bool__(self) -> bool:
+    return self.signal_name is not None
+
+
+def _truncate_metrics(path: str, step: int, log: Log) -> None:
+  """Drops the rows of `path` after `step`: a run killed after its last checkpoint
+  logged steps that the resumed run logs again."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        keep.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a row cut short by the kill
+  if len(keep) != len(lines):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, path)
+    log(f"{path}: dropped {len(lines) - len(keep)} row(s) after step {step}, the step "
+        f"this run resumes from")
+
+
 def run(cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
   """Trains (or resumes) the run of `cfg` to its end (or `stop_at_step`), then
   evaluates it on the test split. Returns {"step", "losses", "report"}."""
@@ -172,6 +233,8 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   last_checkpoint = manager.latest_checkpoint
   if step:
     log(f"resumed from {last_checkpoint} at step {step} ({t.stage(step - 1)} stage)")
+  if chief:
+    _truncate_metrics(os.path.join(t.workdir, METRICS_FILE), step, log)
   end = min(t.total_steps, t.stop_at_step) if t.stop_at_step else t.total_steps
 
   dataset = strategy.distribute_datasets_from_function(
@@ -185,58 +248,67 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   meter, run_start, start_step = _Meter(), time.time(), step
   values: Dict[str, float] = {}
 
-  while step < end:
-    lrs = trainer.set_learning_rates(step)
-    values = trainer.train_step(next(batches), step)
-    _check_finite(values, step + 1, last_checkpoint)
-    meter.add(values)
-    step += 1
-    if step % t.log_every == 0 or step == end:
-      elapsed = time.time() - meter.start
-      rate = meter.count * images_per_step / max(elapsed, 1e-9)
-      done_rate = (step - start_step) / max(time.time() - run_start, 1e-9)
-      means = meter.means()
-      shown = "  ".join(f"{k} {means[k]:.4f}" for k in CONSOLE_TERMS if k in means)
-      log(f"[{t.stage(step - 1)}] step {step}/{t.total_steps}  {shown}  "
-          f"{rate:.0f} img/s  ETA {_format_eta((end - step) / max(done_rate, 1e-9))}")
-      scales = trainer.loss_scales()
-      if chief:
-        with open(os.path.join(t.workdir, METRICS_FILE), "a") as f:
-          f.write(json.dumps({"step": step, "stage": t.stage(step - 1),
-                              "images_per_second": rate, **lrs_named(lrs),
-                              **{f"loss_scale_{k}": v for k, v in scales.items()},
-                              **means}) + "\n")
-      with writer.as_default(step=step):
-        for k, v in means.items():  # acc_rgb -> accuracy/rgb, the rest loss/...
-          tf.summary.scalar(f"accuracy/{k[4:]}" if k.startswith("acc_") else f"loss/{k}", v)
-        for k, v in lrs.items():
-          tf.summary.scalar(f"lr/{k}", v)
-        for k, v in scales.items():
-          tf.summary.scalar(f"loss_scale/{k}", v)
-        tf.summary.scalar("images_per_second", rate)
-      meter = _Meter()
-    if chief and t.image_every and (step % t.image_every == 0 or step == end):
-      with writer.as_default(step=step):
-        for name, grid in summaries.image_grids(
-            trainer.model, visual["x_rgb"][:4], visual["x_ir"][:4]).items():
-          tf.summary.image(name, grid)
-        # The first and the last identity of the batch: different people.
-        tf.summary.image("V/interpolation alpha 0 -> 1", summaries.interpolation_strip(
-            trainer.model, visual["x_rgb"][0], visual["x_rgb"][-1]))
-    if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
-      last_checkpoint = manager.save(checkpoint_number=step)
-    if chief and t.eval_every and step % t.eval_every == 0 and step < end:
-      metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
-                                                       log_every_seconds=1e9),
-                              cfg.data.dataset)
-      log(f"eval at step {step}: " + "  ".join(f"{k} {100 * v:.2f}%"
-                                               for k, v in metrics.items()))
-      with writer.as_default(step=step):
-        for k, v in metrics.items():
-          tf.summary.scalar(f"eval/{k}", v)
+  # Multi-worker runs: the cluster manager's signals are TensorFlow's to handle.
+  stop = StopRequest(enabled=t.strategy != "multi_worker")
+  with stop:
+    while step < end and not stop:
+      lrs = trainer.set_learning_rates(step)
+      values = trainer.train_step(next(batches), step)
+      _check_finite(values, step + 1, last_checkpoint)
+      meter.add(values)
+      step += 1
+      if step % t.log_every == 0 or step == end:
+        elapsed = time.time() - meter.start
+        rate = meter.count * images_per_step / max(elapsed, 1e-9)
+        done_rate = (step - start_step) / max(time.time() - run_start, 1e-9)
+        means = meter.means()
+        shown = "  ".join(f"{k} {means[k]:.4f}" for k in CONSOLE_TERMS if k in means)
+        log(f"[{t.stage(step - 1)}] step {step}/{t.total_steps}  {shown}  "
+            f"{rate:.0f} img/s  ETA {_format_eta((end - step) / max(done_rate, 1e-9))}")
+        scales = trainer.loss_scales()
+        if chief:
+          with open(os.path.join(t.workdir, METRICS_FILE), "a") as f:
+            f.write(json.dumps({"step": step, "stage": t.stage(step - 1),
+                                "images_per_second": rate, **lrs_named(lrs),
+                                **{f"loss_scale_{k}": v for k, v in scales.items()},
+                                **means}) + "\n")
+        with writer.as_default(step=step):
+          for k, v in means.items():  # acc_rgb -> accuracy/rgb, the rest loss/...
+            tf.summary.scalar(f"accuracy/{k[4:]}" if k.startswith("acc_") else f"loss/{k}", v)
+          for k, v in lrs.items():
+            tf.summary.scalar(f"lr/{k}", v)
+          for k, v in scales.items():
+            tf.summary.scalar(f"loss_scale/{k}", v)
+          tf.summary.scalar("images_per_second", rate)
+        meter = _Meter()
+      if chief and t.image_every and (step % t.image_every == 0 or step == end):
+        with writer.as_default(step=step):
+          for name, grid in summaries.image_grids(
+              trainer.model, visual["x_rgb"][:4], visual["x_ir"][:4]).items():
+            tf.summary.image(name, grid)
+          # The first and the last identity of the batch: different people.
+          tf.summary.image("V/interpolation alpha 0 -> 1", summaries.interpolation_strip(
+              trainer.model, visual["x_rgb"][0], visual["x_rgb"][-1]))
+      if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
+        last_checkpoint = manager.save(checkpoint_number=step)
+      if chief and t.eval_every and step % t.eval_every == 0 and step < end:
+        metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
+                                                         log_every_seconds=1e9),
+                                cfg.data.dataset)
+        log(f"eval at step {step}: " + "  ".join(f"{k} {100 * v:.2f}%"
+                                                 for k, v in metrics.items()))
+        with writer.as_default(step=step):
+          for k, v in metrics.items():
+            tf.summary.scalar(f"eval/{k}", v)
   if step > start_step or not manager.latest_checkpoint:
     last_checkpoint = manager.save(checkpoint_number=step)
   writer.flush()
+  if stop:
+    log(f"stopped by {stop.signal_name} at step {step} of {t.total_steps}: saved "
+        f"{last_checkpoint}; rerun the same command (--workdir={t.workdir}) to resume")
+    if not chief:
+      shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return {"step": step, "losses": values, "report": None, "stopped_by": stop.signal_name}
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
   result = {"step": step, "losses": values, "report": None}
