@@ -61,8 +61,12 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
   """Writes `extractor` as version `version` (0: one above the newest) of
   `export_dir`; returns the version directory."""
   version, final = new_version(export_dir, version)
-  os.makedirs(export_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=export_dir)
+  try:
+    os.makedirs(export_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=export_dir)
+  except OSError as e:
+    raise errors.ConfigError(f"--export_dir={export_dir}: cannot be written "
+                             f"({e.strerror})") from None
   try:
     metadata = {
         "version": version,
@@ -93,6 +97,12 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
           IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function()})
     _check(staging, extractor)
     os.rename(staging, final)
+  except (OSError, tf.errors.OpError) as e:  # disk full, permissions
+    shutil.rmtree(staging, ignore_errors=True)
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+    raise errors.ConfigError(
+        f"--export_dir={export_dir}: writing version {version} failed ({reason}); "
+        f"nothing was left behind and the existing versions are untouched") from None
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise

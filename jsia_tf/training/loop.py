@@ -172,6 +172,21 @@ class StopRequest:
     return self.signal_name is not None
 
 
+def _save(manager: tf.train.CheckpointManager, step: int,
+          last_checkpoint: Optional[str]) -> str:
+  """manager.save(step), or a ConfigError naming the directory and the last good
+  checkpoint (kept: TensorFlow writes a checkpoint under temporary names and only
+  then points `checkpoint` at it) when the disk is full or not writable."""
+  try:
+    return manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+    raise errors.ConfigError(
+        f"cannot write the checkpoint of step {step} to {manager.directory} "
+        f"({reason}); the last good checkpoint is {last_checkpoint or 'none'}; free "
+        f"space or fix the permissions and rerun to resume from it") from None
+
+
 def _truncate_metrics(path: str, step: int, log: Log) -> None:
   """Drops the rows of `path` after `step`: a run killed after its last checkpoint
   logged steps that the resumed run logs again."""
@@ -290,7 +305,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
           tf.summary.image("V/interpolation alpha 0 -> 1", summaries.interpolation_strip(
               trainer.model, visual["x_rgb"][0], visual["x_rgb"][-1]))
       if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
-        last_checkpoint = manager.save(checkpoint_number=step)
+        last_checkpoint = _save(manager, step, last_checkpoint)
       if chief and t.eval_every and step % t.eval_every == 0 and step < end:
         metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
                                                          log_every_seconds=1e9),
@@ -301,7 +316,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
           for k, v in metrics.items():
             tf.summary.scalar(f"eval/{k}", v)
   if step > start_step or not manager.latest_checkpoint:
-    last_checkpoint = manager.save(checkpoint_number=step)
+    last_checkpoint = _save(manager, step, last_checkpoint)
   writer.flush()
   if stop:
     log(f"stopped by {stop.signal_name} at step {step} of {t.total_steps}: saved "

@@ -1,0 +1,70 @@
+"""Unwritable places (not a directory, disk full) fail naming the path, and what
+was written before stays intact: the last good checkpoint, the existing export
+versions."""
+
+import errno
+import os
+
+import pytest
+import tensorflow as tf
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf import losses
+from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.serving import saved_model
+from jsia_tf.training import experiment
+from jsia_tf.training import loop
+
+
+def test_export_dir_not_writable_or_full(tiny_run, tmp_path, monkeypatch):
+  restored = extractor_lib.restore(tiny_run)
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(errors.ConfigError, match=f"--export_dir={blocker}/models: cannot be "
+                                               f"written"):
+    saved_model.export(restored.extractor, restored.config, str(blocker / "models"),
+                       log=lambda _: None)
+  base = tmp_path / "models"
+  (base / "1").mkdir(parents=True)
+  (base / "1" / "saved_model.pb").write_text("version 1")
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(tf.saved_model, "save", full)
+  with pytest.raises(errors.ConfigError, match=r"writing version 2 failed \(No space left "
+                                               r"on device\)"):
+    saved_model.export(restored.extractor, restored.config, str(base), log=lambda _: None)
+  assert sorted(os.listdir(base)) == ["1"]  # no half-written version, version 1 intact
+  assert (base / "1" / "saved_model.pb").read_text() == "version 1"
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_last_good_one(sysu_dir, tmp_path,
+                                                                      monkeypatch):
+  model = config_lib.model_config("tiny")
+  data = config_lib.DataConfig(data_dir=sysu_dir, image_height=model.image_height,
+                               image_width=model.image_width, batch_p=4, batch_k=2)
+  train = config_lib.TrainConfig(workdir=str(tmp_path / "run"), warmup_steps=2,
+                                 joint_steps=2, gen_ids=2, log_every=1, image_every=0,
+                                 eval_every=0, checkpoint_every=1)
+  cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(), train)
+  original, calls = tf.train.CheckpointManager.save, []
+
+  def save_then_fill_the_disk(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) > 1:
+      raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save_then_fill_the_disk)
+  checkpoints = os.path.join(cfg.train.workdir, "checkpoints")
+  with pytest.raises(errors.ConfigError,
+                     match=f"cannot write the checkpoint of step 2 to {checkpoints} \\(No "
+                           f"space left on device\\); the last good checkpoint is "
+                           f"{checkpoints}/ckpt-1"):
+    loop.run(cfg, log=lambda _: None)
+  assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-1")
+  assert tf.train.load_checkpoint(os.path.join(checkpoints, "ckpt-1")).get_tensor(
+      "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+  assert not os.path.exists(os.path.join(cfg.train.workdir, "run.lock"))  # released
