@@ -348,6 +348,10 @@ class TrainConfig:
   # MirroredStrategy on this many logical CPU devices when there is no GPU (0: all
   # local GPUs, or the one CPU).
   num_cpu_devices: int = 0
+  # multi_worker: a collective (gradient all-reduce, gathers) that does not finish
+  # in this many seconds stops the run with an error (a worker is dead), instead of
+  # waiting for ever.
+  collective_timeout: int = 300
   mixed_precision: str = ""
   jit_compile: bool = False
   deterministic: bool = False
@@ -392,6 +396,8 @@ class TrainConfig:
     require(not (self.jit_compile and self.deterministic), "deterministic",
             self.deterministic, "false with --jit_compile: XLA has no deterministic "
             "kernels for some of the step's gradients (MaxPool)")
+    require(self.collective_timeout >= 1, "collective_timeout", self.collective_timeout,
+            "a number of seconds >= 1")
     for name in ("log_every", "image_every", "eval_every", "checkpoint_every",
                  "keep_checkpoints", "stop_at_step"):
       value = getattr(self, name)

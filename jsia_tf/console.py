@@ -25,11 +25,14 @@ from typing import List, Optional
 # pass.
 TF_LOG_LINE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ (?P<source>[\w.\-/]+):\d+\] |"
+    rb"(?:DEBUG|INFO|WARNING|ERROR):tensorflow:|"  # its Python logger, unformatted
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
-# Second lines of TensorFlow's multi-line messages (cpu_feature_guard's).
-_CONTINUATIONS = (b"To enable the following instructions",)
+# A TensorFlow log record can span lines (cpu_feature_guard's notice, a collective
+# error listing tasks): the lines after a kept one are kept too, up to the next log
+# line or a line that starts like ours (our errors and warnings, a traceback).
+_OURS = (b"error:", b"warning:", b"Traceback", b"[warmup]", b"[joint]")
 
 
 def our_sources() -> frozenset:
@@ -76,8 +79,9 @@ class _Filter:
 
   def _emit(self, line: bytes) -> None:
     with self.lock:
+      log_line = TF_LOG_LINE.match(line) is not None
       tensorflow = is_tensorflow_line(line, self.ours) or (
-          self.last_kept and line.startswith(_CONTINUATIONS))
+          self.last_kept and not log_line and not line.startswith(_OURS))
       self.last_kept = False
       if tensorflow and not self.passthrough:
         self.kept.append(line)

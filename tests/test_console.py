@@ -18,6 +18,7 @@ REMAPPER = (b"E1125 09:24:05.345517   23944 meta_optimizer.cc:967] remapper fail
 def test_tensorflow_lines_are_recognised_and_ours_are_not():
   ours = frozenset({b"extract.py"})
   for line in (CPP, PYTHON, REMAPPER,
+               b"INFO:tensorflow:Collective all_reduce tensors: 1 all_reduces",
                b"WARNING: All log messages before absl::InitializeLog() is called are "
                b"written to STDERR"):
     assert console.is_tensorflow_line(line, ours), line
@@ -33,8 +34,9 @@ import os, sys
 from jsia_tf import console
 console.quiet()
 os.write(2, %r + b"\n")
-os.write(2, b"kept? no: ours\n")
+os.write(2, b"warning: ours, after a line of theirs\n")
 os.write(2, %r + b"\nTo enable the following instructions: AVX2, rebuild\n")
+os.write(2, b"error: ours, after a record of theirs\n")
 sys.stderr.write("a Python warning of ours\n")
 import time
 for _ in range(100):  # the filter thread reads the pipe asynchronously
@@ -56,13 +58,16 @@ def _script(*args):
 def test_the_filter_keeps_tensorflow_lines_and_passes_ours():
   quiet = _script()
   assert quiet.returncode == 0, quiet.stderr
-  assert quiet.stderr.splitlines() == ["kept? no: ours", "a Python warning of ours"]
+  assert quiet.stderr.splitlines() == ["warning: ours, after a line of theirs",
+                                       "error: ours, after a record of theirs",
+                                       "a Python warning of ours"]
   assert quiet.stdout.split() == ["3"]  # the two log lines and the continuation
   shown = _script("show")
   lines = shown.stderr.splitlines()
   # What was kept is printed when the filter opens, then everything passes.
-  assert lines[:2] == ["kept? no: ours", "a Python warning of ours"]
-  assert lines[2:] == [CPP.decode(), REMAPPER.decode(),
+  assert lines[:3] == ["warning: ours, after a line of theirs", "error: ours, after a record of theirs",
+                       "a Python warning of ours"]
+  assert lines[3:] == [CPP.decode(), REMAPPER.decode(),
                        "To enable the following instructions: AVX2, rebuild",
                        PYTHON.decode()]
 

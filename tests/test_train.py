@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -283,6 +284,44 @@ def test_multi_worker_two_processes_agree_with_one_replica(sysu_dir, tmp_path,
   assert "final evaluation" in outputs[0][0] and "final evaluation" not in outputs[1][0]
   assert tf.train.latest_checkpoint(workdir / "checkpoints").endswith("ckpt-2")
   assert not [n for n in os.listdir(workdir) if n.startswith(".worker")]
+
+
+def test_a_dead_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_path):
+  """multi_worker: worker 1 is killed after step 1; worker 0 does not wait for ever
+  but stops well within --collective_timeout + a margin, with one error line that
+  names task worker:1 (and none of TensorFlow's log lines)."""
+  workdir = tmp_path / "mw"
+  hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  args = [sys.executable, "-m", "jsia_tf.train", f"--data_dir={sysu_dir}", "--preset=tiny",
+          "--batch_p=4", "--batch_k=2", "--warmup_steps=0", "--joint_steps=300",
+          "--gen_ids=4", "--strategy=multi_worker", f"--workdir={workdir}",
+          "--log_every=1", "--image_every=0", "--eval_every=0", "--collective_timeout=20"]
+  workers, errs = [], []
+  for index in range(2):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
+                                   "task": {"type": "worker", "index": index}})
+    errs.append(open(tmp_path / f"err{index}", "w+"))
+    workers.append(subprocess.Popen(args, cwd=REPO, env=env, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=errs[-1]))
+  try:
+    deadline = time.time() + 300
+    while not (workdir / loop.METRICS_FILE).exists():
+      assert time.time() < deadline and workers[0].poll() is None, "no first step"
+      time.sleep(0.1)
+    workers[1].kill()
+    killed = time.time()
+    workers[0].wait(timeout=120)
+    waited = time.time() - killed
+  finally:
+    for w in workers:
+      w.kill()
+  errs[0].seek(0)
+  lines = errs[0].read().splitlines()
+  assert workers[0].returncode == 2 and waited < 60, (waited, lines[-3:])
+  assert lines[-1].startswith("error: step ") and "task worker:1 of TF_CONFIG" in lines[-1]
+  assert not [line for line in lines
+              if console.is_tensorflow_line(line.encode(), console.our_sources())]
 
 
 def test_check_finite_names_term_step_and_checkpoint():

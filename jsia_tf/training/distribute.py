@@ -57,13 +57,23 @@ def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:
     del cluster
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING))
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+            timeout_seconds=float(cfg.collective_timeout)))
   if cfg.jit_compile and strategy.num_replicas_in_sync > 1:
     raise errors.ConfigError(
         f"--jit_compile needs a single replica; --strategy={cfg.strategy} has "
         f"{strategy.num_replicas_in_sync} (XLA compilation of the cross-replica "
         f"step is not supported here)")
   return strategy
+
+
+def own_task() -> str:
+  """This process's task in TF_CONFIG as "type:index" ("" without TF_CONFIG)."""
+  try:
+    task = json.loads(os.environ.get("TF_CONFIG", ""))["task"]
+    return f"{task['type']}:{task['index']}"
+  except (ValueError, KeyError, TypeError):
+    return ""
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -26,8 +26,8 @@ LOCK_FILE = "run.lock"
 # often it reports. Every other field shapes the trained weights.
 RUNTIME_FIELDS = {
     "data": {"data_dir", "tfrecord_dir"},
-    "train": {"workdir", "strategy", "num_cpu_devices", "jit_compile", "deterministic",
-              "log_every", "image_every", "eval_every", "checkpoint_every",
+    "train": {"workdir", "strategy", "num_cpu_devices", "collective_timeout",
+              "jit_compile", "deterministic", "log_every", "image_every", "eval_every", "checkpoint_every",
               "keep_checkpoints", "stop_at_step", "flip_average"},
 }
 

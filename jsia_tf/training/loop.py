@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -187,6 +188,33 @@ def _save(manager: tf.train.CheckpointManager, step: int,
         f"space or fix the permissions and rerun to resume from it") from None
 
 
+_DEAD_PEER_ERRORS = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                     tf.errors.AbortedError, tf.errors.CancelledError,
+                     tf.errors.InternalError)
+
+
+def _train_step(trainer, batches, step: int, t: config_lib.TrainConfig) -> Dict[str, float]:
+  """One step; under multi_worker, a collective that times out or loses its peers
+  becomes a TrainingError naming the task TensorFlow names (a dead worker)."""
+  try:
+    return trainer.train_step(next(batches), step)
+  except _DEAD_PEER_ERRORS as e:
+    if t.strategy != "multi_worker":
+      raise
+    message = e.message or str(e)
+    said = message.strip().splitlines()[0][:300]
+    own = distribute.own_task()
+    tasks = sorted({f"{job}:{index}" for job, index in re.findall(
+        r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", message)} - {own})
+    who = (f"task {', '.join(tasks)} of TF_CONFIG's cluster" if tasks else
+           "a worker of TF_CONFIG's cluster")
+    raise errors.TrainingError(
+        f"step {step + 1}: the workers' collective did not complete within "
+        f"--collective_timeout={t.collective_timeout} s or lost a peer; {who} is "
+        f"probably dead. Restart every worker to resume from the last checkpoint. "
+        f"TensorFlow: {type(e).__name__}: {said}") from None
+
+
 def _truncate_metrics(path: str, step: int, log: Log) -> None:
   """Drops the rows of `path` after `step`: a run killed after its last checkpoint
   logged steps that the resumed run logs again."""
@@ -268,7 +296,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   with stop:
     while step < end and not stop:
       lrs = trainer.set_learning_rates(step)
-      values = trainer.train_step(next(batches), step)
+      values = _train_step(trainer, batches, step, t)
       _check_finite(values, step + 1, last_checkpoint)
       meter.add(values)
       step += 1
