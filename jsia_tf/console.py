@@ -30,9 +30,10 @@ TF_LOG_LINE = re.compile(
 
 
 # A TensorFlow log record can span lines (cpu_feature_guard's notice, a collective
-# error listing tasks): the lines after a kept one are kept too, up to the next log
-# line or a line that starts like ours (our errors and warnings, a traceback).
-_OURS = (b"error:", b"warning:", b"Traceback", b"[warmup]", b"[joint]")
+# error listing tasks), written at once: the lines that follow a kept one in the
+# same read of the pipe are kept too, up to the next log line or a line that starts
+# like ours (our errors and warnings, absl's flag errors, a traceback).
+_OURS = (b"error:", b"warning:", b"FATAL", b"Traceback", b"[warmup]", b"[joint]")
 
 
 def our_sources() -> frozenset:
@@ -97,6 +98,8 @@ class _Filter:
         break
       pending += chunk
       *lines, pending = pending.split(b"\n")
+      with self.lock:
+        self.last_kept = False  # a new read: a new write, not a continuation
       for line in lines:
         self._emit(line + b"\n")
     if pending:

@@ -19,10 +19,18 @@ tf.config.set_logical_device_configuration(
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(*args, timeout=300):
-  """Runs `python ARGS...` from the repository root, as a user would (the entry
-  points keep TensorFlow's log lines off stderr themselves: `jsia_tf.console`)."""
+def user_env(**extra):
+  """The environment of a user's shell (no TF_CPP_MIN_LOG_LEVEL: the entry points
+  keep TensorFlow's log lines off stderr themselves, `jsia_tf.console`), plus
+  `extra`."""
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env.update(extra)
+  return env
+
+
+def run_python(*args, timeout=300):
+  """Runs `python ARGS...` from the repository root, as a user would."""
+  env = user_env()
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
                         text=True, env=env, timeout=timeout)
 

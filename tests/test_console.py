@@ -30,12 +30,14 @@ def test_tensorflow_lines_are_recognised_and_ours_are_not():
 
 
 _SCRIPT = r"""
-import os, sys
+import os, sys, time
 from jsia_tf import console
 console.quiet()
 os.write(2, %r + b"\n")
 os.write(2, b"warning: ours, after a line of theirs\n")
 os.write(2, %r + b"\nTo enable the following instructions: AVX2, rebuild\n")
+time.sleep(0.3)  # the filter has read that record: the next write is a new one
+os.write(2, b"FATAL Flags parsing error: flag --x=1: ours\n")
 os.write(2, b"error: ours, after a record of theirs\n")
 sys.stderr.write("a Python warning of ours\n")
 import time
@@ -45,6 +47,7 @@ for _ in range(100):  # the filter thread reads the pipe asynchronously
   time.sleep(0.05)
 print(len(console.kept_lines()), flush=True)
 if sys.argv[1:] == ["show"]:
+  time.sleep(0.3)  # the lines above are through the filter
   console.show_tensorflow_logs()
   os.write(2, %r + b"\n")
 """ % (CPP, REMAPPER, PYTHON)
@@ -59,15 +62,17 @@ def test_the_filter_keeps_tensorflow_lines_and_passes_ours():
   quiet = _script()
   assert quiet.returncode == 0, quiet.stderr
   assert quiet.stderr.splitlines() == ["warning: ours, after a line of theirs",
+                                       "FATAL Flags parsing error: flag --x=1: ours",
                                        "error: ours, after a record of theirs",
                                        "a Python warning of ours"]
   assert quiet.stdout.split() == ["3"]  # the two log lines and the continuation
   shown = _script("show")
   lines = shown.stderr.splitlines()
   # What was kept is printed when the filter opens, then everything passes.
-  assert lines[:3] == ["warning: ours, after a line of theirs", "error: ours, after a record of theirs",
-                       "a Python warning of ours"]
-  assert lines[3:] == [CPP.decode(), REMAPPER.decode(),
+  assert lines[:4] == ["warning: ours, after a line of theirs",
+                       "FATAL Flags parsing error: flag --x=1: ours",
+                       "error: ours, after a record of theirs", "a Python warning of ours"]
+  assert lines[4:] == [CPP.decode(), REMAPPER.decode(),
                        "To enable the following instructions: AVX2, rebuild",
                        PYTHON.decode()]
 

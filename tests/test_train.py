@@ -26,6 +26,7 @@ from jsia_tf.training import trainer as trainer_lib
 
 from conftest import REPO
 from conftest import run_python
+from conftest import user_env
 
 
 def _cfg(data_dir, workdir, **train):
@@ -298,9 +299,8 @@ def test_a_dead_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_pa
           "--log_every=1", "--image_every=0", "--eval_every=0", "--collective_timeout=20"]
   workers, errs = [], []
   for index in range(2):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
-                                   "task": {"type": "worker", "index": index}})
+    env = user_env(TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                         "task": {"type": "worker", "index": index}}))
     errs.append(open(tmp_path / f"err{index}", "w+"))
     workers.append(subprocess.Popen(args, cwd=REPO, env=env, text=True,
                                     stdout=subprocess.DEVNULL, stderr=errs[-1]))
