@@ -52,13 +52,17 @@ def our_sources() -> frozenset:
   return frozenset(names)
 
 
-def is_tensorflow_line(line: bytes, ours: frozenset = frozenset()) -> bool:
-  """A log line of TensorFlow's (or absl's) own, not one of ours."""
-  match = TF_LOG_LINE.match(line)
+def _theirs(match: Optional["re.Match"], ours: frozenset) -> bool:
+  """Whether a TF_LOG_LINE match is a line of TensorFlow's (or absl's) own."""
   if not match:
     return False
   source = match.group("source")
   return source is None or os.path.basename(source) not in ours
+
+
+def is_tensorflow_line(line: bytes, ours: frozenset = frozenset()) -> bool:
+  """A log line of TensorFlow's (or absl's) own, not one of ours."""
+  return _theirs(TF_LOG_LINE.match(line), ours)
 
 
 class _Filter:
@@ -80,9 +84,9 @@ class _Filter:
 
   def _emit(self, line: bytes) -> None:
     with self.lock:
-      log_line = TF_LOG_LINE.match(line) is not None
-      tensorflow = is_tensorflow_line(line, self.ours) or (
-          self.last_kept and not log_line and not line.startswith(_OURS))
+      match = TF_LOG_LINE.match(line)
+      tensorflow = _theirs(match, self.ours) or (
+          self.last_kept and not match and not line.startswith(_OURS))
       self.last_kept = False
       if tensorflow and not self.passthrough:
         self.kept.append(line)

@@ -20,3 +20,9 @@ class DataError(JsiaError, ValueError):
 class TrainingError(JsiaError, RuntimeError):
   """Training cannot go on (a loss became NaN or Inf); the message names the term,
   the step and the checkpoint that was kept."""
+
+
+def cause(e: BaseException) -> str:
+  """The short cause of an OSError ("No space left on device") or a TensorFlow
+  OpError (its message), for an error message that names the path itself."""
+  return getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)

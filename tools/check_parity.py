@@ -387,44 +387,44 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
       passes=trainer.passes["joint"]))(batch, draws)
 
   t = parity.nchw_to_nhwc
-  g, px, ri = captured["gan"], captured["pixel"], captured["reid"]
-  scopes = {id(g): "gan", id(px): "pixel", id(ri): "reid"}
-  ref = lambda scope, key: t(reference[scopes[id(scope)]][key])
+  g = captured["gan"]
   rows = []
+  # (our output, their local, the function of theirs that holds it)
   outputs = [
-      ("M_rgb", "real_rgb_contents", g), ("M_ir", "real_ir_contents", g),
-      ("s_rgb", "real_rgb_styles", g), ("s_ir", "real_ir_styles", g),
-      ("x_rgb_recon", "reconst_rgb_images", g), ("x_ir_recon", "reconst_ir_images", g),
-      ("x_ir2rgb", "fake_rgb_images", g), ("x_rgb2ir", "fake_ir_images", g),
-      ("M_rgb2ir", "fake_rgb_contents", g), ("M_ir2rgb", "fake_ir_contents", g),
-      ("s_ir2rgb", "fake_rgb_styles", g), ("s_rgb2ir", "fake_ir_styles", g),
-      ("x_rgb_cycle", "cycreconst_rgb_images", g), ("x_ir_cycle", "cycreconst_ir_images", g),
-      ("F_rgb_gen_logits", "rgb_cls_score", px), ("F_rgb2ir_logits", "fake_ir_score", px),
-      ("F_ir_gen_logits", "ir_cls_score", px), ("F_ir2rgb_logits", "fake_rgb_score", px),
-      ("F_rgb_v", "rgb_feature_vectors", ri), ("F_ir_v", "ir_feature_vectors", ri),
-      ("F_rgb_logits", "rgb_cls_score", ri), ("F_ir_logits", "ir_cls_score", ri)]
+      ("M_rgb", "real_rgb_contents", "gan"), ("M_ir", "real_ir_contents", "gan"),
+      ("s_rgb", "real_rgb_styles", "gan"), ("s_ir", "real_ir_styles", "gan"),
+      ("x_rgb_recon", "reconst_rgb_images", "gan"), ("x_ir_recon", "reconst_ir_images", "gan"),
+      ("x_ir2rgb", "fake_rgb_images", "gan"), ("x_rgb2ir", "fake_ir_images", "gan"),
+      ("M_rgb2ir", "fake_rgb_contents", "gan"), ("M_ir2rgb", "fake_ir_contents", "gan"),
+      ("s_ir2rgb", "fake_rgb_styles", "gan"), ("s_rgb2ir", "fake_ir_styles", "gan"),
+      ("x_rgb_cycle", "cycreconst_rgb_images", "gan"),
+      ("x_ir_cycle", "cycreconst_ir_images", "gan"),
+      ("F_rgb_gen_logits", "rgb_cls_score", "pixel"),
+      ("F_rgb2ir_logits", "fake_ir_score", "pixel"),
+      ("F_ir_gen_logits", "ir_cls_score", "pixel"),
+      ("F_ir2rgb_logits", "fake_rgb_score", "pixel"),
+      ("F_rgb_v", "rgb_feature_vectors", "reid"), ("F_ir_v", "ir_feature_vectors", "reid"),
+      ("F_rgb_logits", "rgb_cls_score", "reid"), ("F_ir_logits", "ir_cls_score", "reid")]
   rows.append(parity.tensor_row("output", "x_rgb_gen, x_ir_gen (inputs)",
                                 np.stack([out["x_rgb_gen"], out["x_ir_gen"]]),
                                 np.stack([t(g["rgb_images"]), t(g["ir_images"])])))
   for ours, theirs, scope in outputs:
-    rows.append(parity.tensor_row("output", ours, out[ours], t(scope[theirs]),
-                                  ref(scope, theirs)))
+    rows.append(parity.tensor_row("output", ours, out[ours], t(captured[scope][theirs]),
+                                  t(reference[scope][theirs])))
   for m, real, fake in (("rgb", "x_rgb_gen", "x_ir2rgb"), ("ir", "x_ir_gen", "x_rgb2ir")):
     dis = getattr(model, f"Dis_{m}")
     for kind, key in (("real", real), ("fake", fake)):
       for s, ours in enumerate(dis(out[key])):
         name = f"Dis_{m}({kind}) scale {s}"
-        rows.append(parity.tensor_row("output", name, ours, t(g[name]), ref(g, name)))
+        rows.append(parity.tensor_row("output", name, ours, t(g[name]),
+                                      t(reference["gan"][name])))
 
-  mean = lambda x: float(tf.reduce_mean(x))
-  code = lambda pairs: sum(mean(losses.code_reconstruction_loss(out[a], out[b]))
-                           for a, b in pairs)
-  ce = mean(losses.cross_entropy(out["F_rgb_logits"], batch["label_rgb"]) +
-            losses.cross_entropy(out["F_ir_logits"], batch["label_ir"])) / 2.0
-  is_ir = tf.concat([tf.zeros([REID_P * REID_K], tf.bool), tf.ones([REID_P * REID_K], tf.bool)], 0)
-  triplet = mean(losses.cross_modality_triplet_loss(
-      tf.concat([out["F_rgb_v"], out["F_ir_v"]], 0),
-      tf.concat([batch["label_rgb"], batch["label_ir"]], 0), is_ir))
+  code = lambda pairs: sum(float(tf.reduce_mean(losses.code_reconstruction_loss(
+      out[a], out[b]))) for a, b in pairs)
+  # L_id's parts as the trainer reports them (the mean of the two modalities' CE).
+  ce = (float(report["id_ce_rgb"]) + float(report["id_ce_ir"])) / 2.0
+  triplet = report["id_triplet"]
+
   def theirs(key):
     """A loss of theirs by name, float32 and float64: `loss_rgb+loss_ir`, sums."""
     def value(results):

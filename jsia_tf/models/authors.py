@@ -108,12 +108,16 @@ def file_names(model) -> List[Names]:
           discriminator_names(model, "ir")]
 
 
+def _adain_dummies(model) -> List[str]:
+  """Their AdaIN layers' unused running statistics (buffers in their files)."""
+  return [f"dec.model.0.model.{k // 2}.model.{k % 2}.norm.running_{stat}"
+          for k in range(len(model.D_rgb.res_convs)) for stat in ("mean", "var")]
+
+
 def unused_names(model) -> List[str]:
   """Exact names (or prefixes) of their generator files' tensors that map to no
   variable on purpose (the module docstring says why)."""
-  dummies = [f"dec.model.0.model.{k // 2}.model.{k % 2}.norm.running_{stat}"
-             for k in range(len(model.D_rgb.res_convs)) for stat in ("mean", "var")]
-  return ["mod_spec_enc.classifier.", _FROZEN_ZERO] + dummies
+  return ["mod_spec_enc.classifier.", _FROZEN_ZERO] + _adain_dummies(model)
 
 
 def export_state(model) -> List[Dict[str, np.ndarray]]:
@@ -128,7 +132,7 @@ def export_state(model) -> List[Dict[str, np.ndarray]]:
   states[1].update(encoder)
   for state in states[:2]:
     state[_FROZEN_ZERO] = np.zeros(model.F.bn_neck.gamma.shape, np.float32)
-    for name in unused_names(model)[2:]:
+    for name in _adain_dummies(model):
       state[name] = np.zeros([model.D_rgb.content_channels], np.float32)
     style_dim = model.model_cfg.style_dim
     state["mod_spec_enc.classifier.weight"] = np.zeros([model.num_classes, style_dim],
@@ -158,13 +162,9 @@ def load_state(model, states: List[Mapping[str, np.ndarray]], sources: List[str]
           f"{sources[1]}: {key} differs from {sources[0]}'s: the two generators "
           f"share one Encoder")
   # Check every file before assigning any (load_state_dict checks one at a time).
-  for i, (file_names_i, state) in enumerate(zip(names, states)):
-    ignore = unused + ((ENCODER,) if i == 1 else ())
-    torchvision_resnet.load_state_dict(
-        file_names_i, state, source=f"{sources[i]} ({FILES[i]})",
-        ignore_prefixes=ignore if i < 2 else (), dry_run=True)
-  for i, (file_names_i, state) in enumerate(zip(names, states)):
-    ignore = unused + ((ENCODER,) if i == 1 else ())
-    torchvision_resnet.load_state_dict(
-        file_names_i, state, source=f"{sources[i]} ({FILES[i]})",
-        ignore_prefixes=ignore if i < 2 else ())
+  for dry_run in (True, False):
+    for i, (file_names_i, state) in enumerate(zip(names, states)):
+      ignore = unused + ((ENCODER,) if i == 1 else ())
+      torchvision_resnet.load_state_dict(
+          file_names_i, state, source=f"{sources[i]} ({FILES[i]})",
+          ignore_prefixes=ignore if i < 2 else (), dry_run=dry_run)

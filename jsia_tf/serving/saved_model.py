@@ -99,9 +99,9 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
     os.rename(staging, final)
   except (OSError, tf.errors.OpError) as e:  # disk full, permissions
     shutil.rmtree(staging, ignore_errors=True)
-    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
     raise errors.ConfigError(
-        f"--export_dir={export_dir}: writing version {version} failed ({reason}); "
+        f"--export_dir={export_dir}: writing version {version} failed "
+        f"({errors.cause(e)}); "
         f"nothing was left behind and the existing versions are untouched") from None
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)

@@ -27,7 +27,7 @@ from jsia_tf.training import trainer as trainer_lib
 
 EXTENSIONS = (".pkl", ".pth", ".safetensors")
 RECORD_FILE = "authors_checkpoint.json"
-_FILE = re.compile(r"^model-([0-3])_(\d+)(\.pkl|\.pth|\.safetensors)$")
+_FILE = re.compile(r"^model-([0-3])_(\d+)(" + "|".join(map(re.escape, EXTENSIONS)) + r")$")
 
 
 def find_files(checkpoint_dir: str, epoch: Optional[int] = None) -> Tuple[int, List[str]]:

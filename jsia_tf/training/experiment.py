@@ -27,8 +27,8 @@ LOCK_FILE = "run.lock"
 RUNTIME_FIELDS = {
     "data": {"data_dir", "tfrecord_dir"},
     "train": {"workdir", "strategy", "num_cpu_devices", "collective_timeout",
-              "jit_compile", "deterministic", "log_every", "image_every", "eval_every", "checkpoint_every",
-              "keep_checkpoints", "stop_at_step", "flip_average"},
+              "jit_compile", "deterministic", "log_every", "image_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints", "stop_at_step", "flip_average"},
 }
 
 

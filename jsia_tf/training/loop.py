@@ -181,10 +181,9 @@ def _save(manager: tf.train.CheckpointManager, step: int,
   try:
     return manager.save(checkpoint_number=step)
   except (OSError, tf.errors.OpError) as e:
-    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
     raise errors.ConfigError(
         f"cannot write the checkpoint of step {step} to {manager.directory} "
-        f"({reason}); the last good checkpoint is {last_checkpoint or 'none'}; free "
+        f"({errors.cause(e)}); the last good checkpoint is {last_checkpoint or 'none'}; free "
         f"space or fix the permissions and rerun to resume from it") from None
 
 
@@ -346,15 +345,13 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   if step > start_step or not manager.latest_checkpoint:
     last_checkpoint = _save(manager, step, last_checkpoint)
   writer.flush()
-  if stop:
-    log(f"stopped by {stop.signal_name} at step {step} of {t.total_steps}: saved "
-        f"{last_checkpoint}; rerun the same command (--workdir={t.workdir}) to resume")
-    if not chief:
-      shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"step": step, "losses": values, "report": None, "stopped_by": stop.signal_name}
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
   result = {"step": step, "losses": values, "report": None}
+  if stop:
+    log(f"stopped by {stop.signal_name} at step {step} of {t.total_steps}: saved "
+        f"{last_checkpoint}; rerun the same command (--workdir={t.workdir}) to resume")
+    return dict(result, stopped_by=stop.signal_name)
   if step < t.total_steps:
     log(f"stopped at step {step} of {t.total_steps} (--stop_at_step); rerun with "
         f"--workdir={t.workdir} to resume")
