@@ -32,9 +32,9 @@ _HELP = {
                 "logical CPUs), multi_worker (from TF_CONFIG).",
     "num_cpu_devices": "With --strategy=mirrored and no GPU: replicas on this many "
                        "logical CPU devices.",
-    "collective_timeout": "multi_worker: seconds a collective may wait for the other "
-                          "workers before the run stops with an error naming the "
-                          "cause (a dead worker) instead of hanging.",
+    "worker_timeout": "multi_worker: seconds a worker may send no heartbeat (dead, "
+                      "hung or cut off) before the others stop with an error naming "
+                      "it, instead of hanging.",
     "mixed_precision": "float16 (with loss scaling) or bfloat16; empty: float32.",
     "jit_compile": "XLA-compile the train step (single replica only); the losses "
                    "are the uncompiled step's.",

@@ -348,10 +348,10 @@ class TrainConfig:
   # MirroredStrategy on this many logical CPU devices when there is no GPU (0: all
   # local GPUs, or the one CPU).
   num_cpu_devices: int = 0
-  # multi_worker: a collective (gradient all-reduce, gathers) that does not finish
-  # in this many seconds stops the run with an error (a worker is dead), instead of
-  # waiting for ever.
-  collective_timeout: int = 300
+  # multi_worker: a worker silent this many seconds (no heartbeat to TensorFlow's
+  # coordination service: dead, hung or cut off) stops every other worker with an
+  # error, instead of leaving them waiting for ever.
+  worker_timeout: int = 120
   mixed_precision: str = ""
   jit_compile: bool = False
   deterministic: bool = False
@@ -396,7 +396,7 @@ class TrainConfig:
     require(not (self.jit_compile and self.deterministic), "deterministic",
             self.deterministic, "false with --jit_compile: XLA has no deterministic "
             "kernels for some of the step's gradients (MaxPool)")
-    require(self.collective_timeout >= 1, "collective_timeout", self.collective_timeout,
+    require(self.worker_timeout >= 1, "worker_timeout", self.worker_timeout,
             "a number of seconds >= 1")
     for name in ("log_every", "image_every", "eval_every", "checkpoint_every",
                  "keep_checkpoints", "stop_at_step"):

@@ -61,9 +61,29 @@ def test_stop_request_turns_sigint_and_sigterm_into_a_flag_once():
       assert stop.signal_name == sig.name and stop
       assert signal.getsignal(sig) == before  # a second signal: the old handler
     assert signal.getsignal(sig) == before
+
+
+def test_preemption_stop_runs_the_agreed_step_saves_once_then_returns_none(tmp_path):
+  """multi_worker's stop is TensorFlow's PreemptionCheckpointHandler (here in its
+  one-process mode): after SIGTERM the workers agree on the next step, run it,
+  call `save` once and leave with None instead of TensorFlow's sys.exit(42); the
+  previous SIGTERM handler comes back."""
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)),
+                                       str(tmp_path), max_to_keep=1)
+  steps, saves = [], []
+  step_fn = lambda: steps.append(len(steps)) or {"total": float(len(steps))}
   before = signal.getsignal(signal.SIGTERM)
-  with loop.StopRequest(enabled=False):  # multi-worker: TensorFlow's to handle
-    assert signal.getsignal(signal.SIGTERM) == before
+  with loop.PreemptionStop(tf.distribute.get_strategy(), manager,
+                           lambda: saves.append(len(steps))) as stop:
+    assert signal.getsignal(signal.SIGTERM) != before  # TensorFlow's watcher
+    assert [stop.run(step_fn) for _ in range(2)] == [{"total": 1.0}, {"total": 2.0}]
+    assert not stop
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.1)  # Python runs the handler between bytecodes of the main thread
+    assert stop.run(step_fn) == {"total": 3.0}  # the agreed step: the next one
+    assert stop.run(step_fn) is None and stop and stop.signal_name == "SIGTERM"
+  assert steps == [0, 1, 2] and saves == [3]
+  assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits_0(sysu_dir, tmp_path):

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -244,6 +246,48 @@ def _free_ports(n):
   return ports
 
 
+_MULTI_WORKER_FLAGS = ("--preset=tiny", "--batch_p=4", "--batch_k=2", "--warmup_steps=0",
+                       "--gen_ids=4", "--strategy=multi_worker", "--log_every=1",
+                       "--image_every=0", "--eval_every=0")
+
+
+class _Workers:
+  """Two `jsia_tf.train` worker processes on 127.0.0.1 (TF_CONFIG), each with
+  its stdout and stderr in files (a worker blocked on a full pipe would stall the
+  collectives)."""
+
+  def __init__(self, tmp_path, tag, *flags):
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    self.procs, self._files = [], []
+    for index in range(2):
+      env = user_env(TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                           "task": {"type": "worker", "index": index}}))
+      files = (open(tmp_path / f"{tag}.out{index}", "w+"),
+               open(tmp_path / f"{tag}.err{index}", "w+"))
+      self._files.append(files)
+      self.procs.append(subprocess.Popen(
+          [sys.executable, "-m", "jsia_tf.train", *_MULTI_WORKER_FLAGS, *flags], cwd=REPO,
+          env=env, text=True, stdout=files[0], stderr=files[1]))
+
+  def wait(self, timeout):
+    """Waits up to `timeout` s for each, then kills what is left (return code -9).
+    Returns [(returncode, stdout, stderr)]."""
+    for p in self.procs:
+      try:
+        p.wait(timeout=timeout)
+      except subprocess.TimeoutExpired:
+        pass
+    for p in self.procs:
+      p.kill()
+      p.wait()
+    results = []
+    for p, files in zip(self.procs, self._files):
+      for f in files:
+        f.seek(0)
+      results.append((p.returncode, files[0].read(), files[1].read()))
+    return results
+
+
 def test_multi_worker_two_processes_agree_with_one_replica(sysu_dir, tmp_path,
                                                            one_replica):
   """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, one CPU each)
@@ -251,74 +295,81 @@ def test_multi_worker_two_processes_agree_with_one_replica(sysu_dir, tmp_path,
   keeps checkpoints and evaluates."""
   want, ref_cfg = one_replica
   workdir = tmp_path / "mw"
-  hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-  args = [sys.executable, "-m", "jsia_tf.train", f"--data_dir={sysu_dir}", "--preset=tiny",
-          "--batch_p=4", "--batch_k=2", "--warmup_steps=0", "--joint_steps=2",
-          "--gen_ids=4", "--strategy=multi_worker", f"--workdir={workdir}",
-          "--log_every=1", "--image_every=0", "--eval_every=0"]
-  workers, logs = [], []
-  for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
-        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
-    # Files, not pipes: a worker blocked on a full pipe would stall the collectives.
-    logs.append((open(tmp_path / f"out{index}", "w+"), open(tmp_path / f"err{index}", "w+")))
-    workers.append(subprocess.Popen(args, cwd=REPO, env=env, text=True,
-                                    stdout=logs[-1][0], stderr=logs[-1][1]))
-  try:
-    for w in workers:
-      w.wait(timeout=400)
-  finally:
-    for w in workers:
-      w.kill()
-  outputs = []
-  for w, (out, err) in zip(workers, logs):
-    out.seek(0)
-    err.seek(0)
-    outputs.append((out.read(), err.read()))
-    assert w.returncode == 0, outputs[-1][1][-3000:]
-  assert "2 replica(s) (multi_worker)" in outputs[0][0]
+  outputs = _Workers(tmp_path, "run", f"--data_dir={sysu_dir}", "--joint_steps=2",
+                     f"--workdir={workdir}").wait(timeout=400)
+  for code, _, err in outputs:
+    assert code == 0, err[-3000:]
+  assert "2 replica(s) (multi_worker)" in outputs[0][1]
   saved = config_lib.load(experiment.ExperimentConfig, workdir / "config.json")
   assert saved == dataclasses.replace(ref_cfg, train=dataclasses.replace(
       ref_cfg.train, workdir=str(workdir), strategy="multi_worker")), \
       "the CLI run must be the reference's experiment"
   _assert_same_losses(_metrics(workdir), want)
-  assert "final evaluation" in outputs[0][0] and "final evaluation" not in outputs[1][0]
+  assert "final evaluation" in outputs[0][1] and "final evaluation" not in outputs[1][1]
   assert tf.train.latest_checkpoint(workdir / "checkpoints").endswith("ckpt-2")
   assert not [n for n in os.listdir(workdir) if n.startswith(".worker")]
 
 
-def test_a_dead_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_path):
-  """multi_worker: worker 1 is killed after step 1; worker 0 does not wait for ever
-  but stops well within --collective_timeout + a margin, with one error line that
-  names task worker:1 (and none of TensorFlow's log lines)."""
+def _wait_for_metrics(workdir, workers, timeout=300):
+  deadline = time.time() + timeout
+  while not (workdir / loop.METRICS_FILE).exists():
+    assert time.time() < deadline and workers.procs[0].poll() is None, "no first step"
+    time.sleep(0.1)
+
+
+def test_sigterm_to_one_worker_checkpoints_all_and_the_rerun_resumes(sysu_dir, tmp_path):
+  """multi_worker: SIGTERM to worker 1 after its first step; TensorFlow's preemption
+  handler has both workers finish an agreed step and save it; both exit 0 saying
+  how to resume; the same command on both resumes at that step and finishes."""
   workdir = tmp_path / "mw"
-  hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-  args = [sys.executable, "-m", "jsia_tf.train", f"--data_dir={sysu_dir}", "--preset=tiny",
-          "--batch_p=4", "--batch_k=2", "--warmup_steps=0", "--joint_steps=300",
-          "--gen_ids=4", "--strategy=multi_worker", f"--workdir={workdir}",
-          "--log_every=1", "--image_every=0", "--eval_every=0", "--collective_timeout=20"]
-  workers, errs = [], []
-  for index in range(2):
-    env = user_env(TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
-                                         "task": {"type": "worker", "index": index}}))
-    errs.append(open(tmp_path / f"err{index}", "w+"))
-    workers.append(subprocess.Popen(args, cwd=REPO, env=env, text=True,
-                                    stdout=subprocess.DEVNULL, stderr=errs[-1]))
+  flags = (f"--data_dir={sysu_dir}", "--joint_steps=20", f"--workdir={workdir}")
+  workers = _Workers(tmp_path, "first", *flags)
+  _wait_for_metrics(workdir, workers)
+  workers.procs[1].send_signal(signal.SIGTERM)
+  outputs = workers.wait(timeout=120)
+  for code, _, err in outputs:
+    assert code == 0, err[-3000:]
+  stopped = [re.search(r"stopped by SIGTERM at step (\d+) of 20", out) for _, out, _ in outputs]
+  assert all(stopped), [out[-500:] for _, out, _ in outputs]
+  step = int(stopped[0].group(1))
+  assert int(stopped[1].group(1)) == step < 20
+  assert "rerun the same command on every worker" in outputs[0][1]
+  assert tf.train.latest_checkpoint(workdir / "checkpoints").endswith(f"ckpt-{step}")
+  assert [row["step"] for row in _metrics(workdir)] == list(range(1, step + 1))
+
+  outputs = _Workers(tmp_path, "again", *flags).wait(timeout=400)
+  for code, out, err in outputs:
+    assert code == 0, err[-3000:]
+    assert f"at step {step} (joint stage)" in out  # both workers resume there
+  assert [row["step"] for row in _metrics(workdir)] == list(range(1, 21))
+  assert "final evaluation" in outputs[0][1]
+  assert not [n for n in os.listdir(workdir) if n.startswith(".worker")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
+def test_a_dead_or_hung_worker_stops_the_others_with_an_error_naming_it(
+    sysu_dir, tmp_path, sig):
+  """multi_worker: worker 1 is killed (its connections close) or stopped (it hangs
+  with them open: only the missing heartbeats tell) after step 1; worker 0 does not
+  wait for ever: it stops within a bound set by --worker_timeout (a hung worker:
+  not long before the timeout), with one error line that names task worker:1 (and none of
+  TensorFlow's log lines)."""
+  workdir = tmp_path / "mw"
+  timeout = 15
+  workers = _Workers(tmp_path, "run", f"--data_dir={sysu_dir}", "--joint_steps=300",
+                     f"--workdir={workdir}", f"--worker_timeout={timeout}")
   try:
-    deadline = time.time() + 300
-    while not (workdir / loop.METRICS_FILE).exists():
-      assert time.time() < deadline and workers[0].poll() is None, "no first step"
-      time.sleep(0.1)
-    workers[1].kill()
-    killed = time.time()
-    workers[0].wait(timeout=120)
-    waited = time.time() - killed
+    _wait_for_metrics(workdir, workers)
+    workers.procs[1].send_signal(sig)
+    sent = time.time()
+    workers.procs[0].wait(timeout=120)
+    waited = time.time() - sent
   finally:
-    for w in workers:
-      w.kill()
-  errs[0].seek(0)
-  lines = errs[0].read().splitlines()
-  assert workers[0].returncode == 2 and waited < 60, (waited, lines[-3:])
+    outputs = workers.wait(timeout=1)
+  lines = outputs[0][2].splitlines()
+  # Heartbeats are checked periodically: measured 15-53 s for a 15 s timeout.
+  least = timeout / 2 if sig == signal.SIGSTOP else 0
+  assert outputs[0][0] == 2 and least < waited < 2 * timeout + 45, (waited, lines[-3:])
   assert lines[-1].startswith("error: step ") and "task worker:1 of TF_CONFIG" in lines[-1]
   assert not [line for line in lines
               if console.is_tensorflow_line(line.encode(), console.our_sources())]

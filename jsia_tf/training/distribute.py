@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import Dict, List
 
 import keras
 import tensorflow as tf
@@ -28,6 +29,29 @@ def _cpu_devices(count: int):
   return [d.name for d in tf.config.list_logical_devices("CPU")[:count]]
 
 
+def _configure_coordination(cluster: Dict[str, List[str]], timeout_seconds: int) -> None:
+  """TensorFlow's coordination service as MultiWorkerMirroredStrategy would set it
+  up (it keeps a configuration made before it), with `timeout_seconds` as the
+  heartbeat timeout: a worker silent that long (dead, hung, cut off) fails every
+  other worker's pending collectives, so nobody waits for ever.
+
+  Not CommunicationOptions(timeout_seconds=...): TensorFlow arms that timeout with
+  a new sleeping thread per collective op, thousands per step here, and a run
+  dies of thread exhaustion ("Resource temporarily unavailable") within minutes.
+  No public API sets the heartbeat; this is the call ParameterServerStrategy
+  makes for the same purpose."""
+  from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+  if context.context().coordination_service is not None:
+    return  # configured by an earlier strategy of this process
+  leader = "chief" if "chief" in cluster else "worker"
+  context.context().configure_coordination_service(
+      service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0",
+      heartbeat_timeout_in_ms=int(timeout_seconds * 1000),
+      coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+                        for job in ("chief", "worker") if job in cluster])
+
+
 def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:
   """The strategy of `cfg.strategy`: the default one (one device); Mirrored over all
   local GPUs, or over `num_cpu_devices` logical CPUs, or the CPU; MultiWorkerMirrored
@@ -47,18 +71,19 @@ def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:
   else:
     tf_config = os.environ.get("TF_CONFIG", "")
     try:
-      cluster = json.loads(tf_config)["cluster"]["worker"]
+      cluster = json.loads(tf_config)["cluster"]
+      if not cluster.get("worker"):
+        raise KeyError("worker")
     except (ValueError, KeyError, TypeError):
       raise errors.ConfigError(
           f"--strategy=multi_worker needs the TF_CONFIG environment variable with a "
           f"cluster of workers and this process's task, e.g. "
           f'{{"cluster": {{"worker": ["host1:port", "host2:port"]}}, "task": '
           f'{{"type": "worker", "index": 0}}}}; got {tf_config!r}') from None
-    del cluster
+    _configure_coordination(cluster, cfg.worker_timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
-            timeout_seconds=float(cfg.collective_timeout)))
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING))
   if cfg.jit_compile and strategy.num_replicas_in_sync > 1:
     raise errors.ConfigError(
         f"--jit_compile needs a single replica; --strategy={cfg.strategy} has "

@@ -26,7 +26,7 @@ LOCK_FILE = "run.lock"
 # often it reports. Every other field shapes the trained weights.
 RUNTIME_FIELDS = {
     "data": {"data_dir", "tfrecord_dir"},
-    "train": {"workdir", "strategy", "num_cpu_devices", "collective_timeout",
+    "train": {"workdir", "strategy", "num_cpu_devices", "worker_timeout",
               "jit_compile", "deterministic", "log_every", "image_every", "eval_every",
               "checkpoint_every", "keep_checkpoints", "stop_at_step", "flip_average"},
 }

@@ -138,20 +138,19 @@ class _Meter:
 
 
 class StopRequest:
-  """SIGINT / SIGTERM during training: the loop finishes its step, checkpoints and
-  returns; a second signal interrupts at once (the default handlers come back).
-  Installed only in the main thread of a single-process run (signal handlers can
-  only be set there; multi-worker runs are left to their cluster manager)."""
+  """SIGINT / SIGTERM during a single-process run: the loop finishes its step,
+  checkpoints and returns; a second signal interrupts at once (the default
+  handlers come back). Handlers can only be set in the main thread, so elsewhere
+  (a run started from a thread) signals keep their default meaning."""
 
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-  def __init__(self, enabled: bool = True):
-    self.enabled = enabled
+  def __init__(self):
     self.signal_name: Optional[str] = None
     self._previous = {}
 
   def __enter__(self) -> "StopRequest":
-    if self.enabled and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
       for sig in self.SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
@@ -168,6 +167,66 @@ class StopRequest:
 
   def __exit__(self, *exc):
     self._restore()
+
+  def run(self, step_fn: Callable[[], Dict[str, float]]) -> Optional[Dict[str, float]]:
+    """step_fn() (the signal is looked at between steps, by the loop)."""
+    return step_fn()
+
+  def __bool__(self) -> bool:
+    return self.signal_name is not None
+
+
+class _Preempted(Exception):
+  """Leaves TensorFlow's preemption handler after its checkpoint (its exit_fn)."""
+
+
+class PreemptionStop:
+  """The multi-worker StopRequest: TensorFlow's PreemptionCheckpointHandler.
+
+  When any worker gets SIGTERM, the workers agree (through the coordination
+  service) on a step, all finish it, all call `save` (a checkpoint is a
+  collective: the chief's is kept) and then leave `run` with None, so that the
+  run ends as a single-process stop does: exit code 0 and how to resume.
+  TensorFlow's own exit (sys.exit(42)) is replaced by that return. SIGINT is not
+  watched: Ctrl-C interrupts one worker, and the others stop as after a dead peer.
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy,
+               manager: tf.train.CheckpointManager, save: Callable[[], None]):
+    self.signal_name: Optional[str] = None
+    self._strategy, self._manager, self._save = strategy, manager, save
+    self._handler = None
+    self._previous = None
+
+  def __enter__(self) -> "PreemptionStop":
+    self._previous = signal.getsignal(signal.SIGTERM)
+    # The handler adds its run counter to the checkpoint; the trainer restored the
+    # chief's checkpoint already, so the counter is restored on attachment and
+    # is the same on every worker (it must be: the agreed step is a count).
+    with self._strategy.scope():
+      self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+          getattr(self._strategy, "cluster_resolver", None), self._manager,
+          termination_config=tf.distribute.experimental.TerminationConfig(
+              exit_fn=self._exit, save_fn=self._save))
+    return self
+
+  @staticmethod
+  def _exit():
+    raise _Preempted()
+
+  def run(self, step_fn: Callable[[], Dict[str, float]]) -> Optional[Dict[str, float]]:
+    """step_fn() through the handler (which also reports a step's error to the
+    other workers); None once the agreed checkpoint is written."""
+    try:
+      return self._handler.run(step_fn)
+    except _Preempted:
+      self.signal_name = "SIGTERM"
+      return None
+
+  def __exit__(self, *exc):
+    self._handler = None  # its watcher threads end with it
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
   def __bool__(self) -> bool:
     return self.signal_name is not None
@@ -192,11 +251,13 @@ _DEAD_PEER_ERRORS = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError
                      tf.errors.InternalError)
 
 
-def _train_step(trainer, batches, step: int, t: config_lib.TrainConfig) -> Dict[str, float]:
-  """One step; under multi_worker, a collective that times out or loses its peers
-  becomes a TrainingError naming the task TensorFlow names (a dead worker)."""
+def _train_step(trainer, batches, step: int, t: config_lib.TrainConfig,
+                stop) -> Optional[Dict[str, float]]:
+  """One step through `stop.run` (None: stopped before it); under multi_worker, a
+  collective that times out or loses its peers becomes a TrainingError naming the
+  task TensorFlow names (a dead worker)."""
   try:
-    return trainer.train_step(next(batches), step)
+    return stop.run(lambda: trainer.train_step(next(batches), step))
   except _DEAD_PEER_ERRORS as e:
     if t.strategy != "multi_worker":
       raise
@@ -208,8 +269,8 @@ def _train_step(trainer, batches, step: int, t: config_lib.TrainConfig) -> Dict[
     who = (f"task {', '.join(tasks)} of TF_CONFIG's cluster" if tasks else
            "a worker of TF_CONFIG's cluster")
     raise errors.TrainingError(
-        f"step {step + 1}: the workers' collective did not complete within "
-        f"--collective_timeout={t.collective_timeout} s or lost a peer; {who} is "
+        f"step {step + 1}: the workers' collective failed or lost a peer (one "
+        f"silent for --worker_timeout={t.worker_timeout} s, or gone); {who} is "
         f"probably dead. Restart every worker to resume from the last checkpoint. "
         f"TensorFlow: {type(e).__name__}: {said}") from None
 
@@ -271,8 +332,10 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   if not chief:  # every worker must save (collectives); only the chief's is kept
     ckpt_dir = os.path.join(t.workdir, f".worker{distribute.task_id(strategy)}")
   manager = trainer.checkpoint_manager(ckpt_dir)
-  step = trainer.restore(manager)
-  last_checkpoint = manager.latest_checkpoint
+  # Every worker resumes from the chief's checkpoint (a worker's own are scratch).
+  last_checkpoint = tf.train.latest_checkpoint(trainer_lib.checkpoint_dir(t.workdir))
+  step = trainer.restore(last_checkpoint)
+  saved_step = step if last_checkpoint else None
   if step:
     log(f"resumed from {last_checkpoint} at step {step} ({t.stage(step - 1)} stage)")
   if chief:
@@ -290,12 +353,19 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   meter, run_start, start_step = _Meter(), time.time(), step
   values: Dict[str, float] = {}
 
-  # Multi-worker runs: the cluster manager's signals are TensorFlow's to handle.
-  stop = StopRequest(enabled=t.strategy != "multi_worker")
+  def save():
+    nonlocal last_checkpoint, saved_step
+    last_checkpoint, saved_step = _save(manager, step, last_checkpoint), step
+
+  stop = (PreemptionStop(strategy, manager, save) if t.strategy == "multi_worker"
+          else StopRequest())
   with stop:
     while step < end and not stop:
       lrs = trainer.set_learning_rates(step)
-      values = _train_step(trainer, batches, step, t)
+      step_values = _train_step(trainer, batches, step, t, stop)
+      if step_values is None:  # preempted: the workers saved this step
+        break
+      values = step_values
       _check_finite(values, step + 1, last_checkpoint)
       meter.add(values)
       step += 1
@@ -332,7 +402,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
           tf.summary.image("V/interpolation alpha 0 -> 1", summaries.interpolation_strip(
               trainer.model, visual["x_rgb"][0], visual["x_rgb"][-1]))
       if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
-        last_checkpoint = _save(manager, step, last_checkpoint)
+        save()
       if chief and t.eval_every and step % t.eval_every == 0 and step < end:
         metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
                                                          log_every_seconds=1e9),
@@ -342,15 +412,18 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
         with writer.as_default(step=step):
           for k, v in metrics.items():
             tf.summary.scalar(f"eval/{k}", v)
-  if step > start_step or not manager.latest_checkpoint:
-    last_checkpoint = _save(manager, step, last_checkpoint)
+  if saved_step != step:
+    save()
   writer.flush()
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
   result = {"step": step, "losses": values, "report": None}
   if stop:
+    saved = last_checkpoint if chief else (
+        f"step {step} in the chief's {trainer_lib.checkpoint_dir(t.workdir)}")
+    again = " on every worker" if t.strategy == "multi_worker" else ""
     log(f"stopped by {stop.signal_name} at step {step} of {t.total_steps}: saved "
-        f"{last_checkpoint}; rerun the same command (--workdir={t.workdir}) to resume")
+        f"{saved}; rerun the same command{again} (--workdir={t.workdir}) to resume")
     return dict(result, stopped_by=stop.signal_name)
   if step < t.total_steps:
     log(f"stopped at step {step} of {t.total_steps} (--stop_at_step); rerun with "

@@ -396,10 +396,10 @@ class Trainer:
                                       max_to_keep=self.cfg.train.keep_checkpoints,
                                       step_counter=self.step)
 
-  def restore(self, manager: tf.train.CheckpointManager) -> int:
-    """Restores the latest checkpoint of `manager` if any; returns the step."""
-    if manager.latest_checkpoint:
-      self.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  def restore(self, prefix: Optional[str]) -> int:
+    """Restores the checkpoint `prefix` (nothing when None); returns the step."""
+    if prefix:
+      self.checkpoint.restore(prefix).assert_existing_objects_matched()
     return int(self.step.numpy())
 
   def embed(self, x: tf.Tensor) -> tf.Tensor:
