@@ -15,7 +15,6 @@ console.quiet()  # before anything imports TensorFlow
 
 from flags import eval_flags
 from jsia_tf import cli
-from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import report as report_lib
 
 
@@ -24,7 +23,11 @@ def main(argv):
   model's features of the test split) -> table (and JSON)."""
   del argv
   cfg = eval_flags.eval_config_from_flags()
-  report = report_lib.evaluate(cfg) if cfg.features else extract.evaluate_model(cfg)
+  if cfg.features:  # numpy only: importing TensorFlow would cost more than this
+    report = report_lib.evaluate(cfg)
+  else:
+    from jsia_tf.evaluation import extract  # pylint: disable=import-outside-toplevel
+    report = extract.evaluate_model(cfg)
   print(report_lib.format_table(report))
   if cfg.output_json:
     report_lib.save(report, cfg.output_json)

@@ -92,6 +92,20 @@ def test_cli_table_and_json(features_file, tmp_path):
   assert "indoor-search multi-shot" in one.stdout and "all-search" not in one.stdout
 
 
+def test_cli_from_features_does_not_import_tensorflow(features_file):
+  """Evaluating a features file is numpy work: TensorFlow's import would cost more
+  than the evaluation (issue 15)."""
+  script = ("import runpy, sys\n"
+            f"sys.argv = ['evaluate', '--features={features_file}', '--num_trials=2']\n"
+            "try:\n  runpy.run_module('jsia_tf.evaluate', run_name='__main__')\n"
+            "except SystemExit as e:\n  assert not e.code, e.code\n"
+            "print('imported:', sorted({'tensorflow', 'keras'} & set(sys.modules)))\n")
+  result = run_python("-c", script)
+  assert result.returncode == 0, result.stderr
+  assert "all-search single-shot" in result.stdout
+  assert result.stdout.splitlines()[-1] == "imported: []"
+
+
 def test_cli_regdb_several_trials(regdb_dir, tmp_path):
   records = readers.read_regdb(regdb_dir, "test", 1)
   paths = []
