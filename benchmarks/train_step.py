@@ -1,11 +1,21 @@
-"""Images/s of the joint-stage train step per preset, and the process's peak memory.
+"""Speed, compute and memory of the joint-stage train step per preset.
 
   python benchmarks/train_step.py [--presets=tiny,demo,paper] [--steps=5]
-      [--mixed_precision=float16|bfloat16] [--jit_compile]
+      [--mixed_precision=float16|bfloat16] [--jit_compile] [--reference_steps=3]
+      [--passes]
 
 Each preset runs in a fresh process (so that its peak RSS is its own) on a generated
 SYSU-layout set, with the preset's batch (P x K per modality) and G sub-batch, one
-replica. Prints one JSON object per preset, then a JSON list of all of them.
+replica. Per preset:
+- seconds per step and images/s (mean of --steps after a compiling step);
+- the MACs of one step, counted on the traced step graph (`jsia_tf.training.macs`:
+  convolutions, their backward ops, matrix products), per network and forward /
+  backward (and, with --passes, per network call with its images and resolution),
+  and the achieved MAC rate;
+- the machine's reference rate, measured in the same process: a plain Keras
+  ResNet-50 training step (ImageNet layout, random init, one dense classifier,
+  Adam) on a batch of the same size and resolution, its MACs counted the same way.
+Prints one JSON object per preset, then a JSON list of all of them.
 """
 
 from jsia_tf import console
@@ -28,14 +38,59 @@ flags.DEFINE_integer("steps", 5, "Timed joint steps (after one untimed, compilin
 flags.DEFINE_enum("mixed_precision", "", ["", "float16", "bfloat16"],
                   "The step's compute dtype; empty: float32.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the step.")
+flags.DEFINE_integer("reference_steps", 3,
+                     "Timed steps of the ResNet-50 reference (0: skip it).")
+flags.DEFINE_bool("passes", False, "Also list the MACs of every network call.")
 flags.DEFINE_string("one", "", "Internal: measure this preset in this process.")
 flags.DEFINE_string("data_dir", "", "Internal: the generated data set.")
 FLAGS = flags.FLAGS
 
 
+def _gmacs(value: int) -> float:
+  return round(value / 1e9, 2)
+
+
+def reference_resnet50(images: int, height: int, width: int, num_classes: int,
+                       steps: int) -> dict:
+  """Seconds per step, MACs and MAC rate of a plain Keras ResNet-50 training step
+  on `images` random images of height x width (the current precision policy)."""
+  # pylint: disable=import-outside-toplevel
+  import keras
+  import numpy as np
+  import tensorflow as tf
+  from jsia_tf.training import macs
+  backbone = keras.applications.ResNet50(weights=None, include_top=False,
+                                         input_shape=(height, width, 3), pooling="avg")
+  head = keras.layers.Dense(num_classes)
+  optimizer = keras.optimizers.Adam(1e-4)
+
+  @tf.function
+  def step(x, y):
+    with tf.GradientTape() as tape:
+      logits = tf.cast(head(backbone(x, training=True)), tf.float32)
+      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    weights = backbone.trainable_variables + head.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+    return loss
+
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.uniform(-1, 1, (images, height, width, 3)).astype(np.float32))
+  y = tf.constant(rng.integers(0, num_classes, images).astype(np.int32))
+  float(step(x, y))  # compiles
+  start = time.time()
+  for _ in range(steps):
+    float(step(x, y))
+  seconds = (time.time() - start) / steps
+  total = sum(op.macs for op in macs.count(step.get_concrete_function(x, y).graph))
+  return {"images": images, "resolution": f"{height}x{width}",
+          "seconds_per_step": round(seconds, 3), "gmacs_per_step": _gmacs(total),
+          "gmacs_per_second": round(total / seconds / 1e9, 1)}
+
+
 def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
-            jit_compile: bool) -> dict:
-  """Times `steps` joint steps of `preset` after a compiling one."""
+            jit_compile: bool, reference_steps: int, with_passes: bool) -> dict:
+  """Times `steps` joint steps of `preset` after a compiling one, counts their
+  MACs, and measures the ResNet-50 reference rate."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
@@ -44,6 +99,7 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
   from jsia_tf.data import tfrecords
   from jsia_tf.training import distribute
   from jsia_tf.training import experiment
+  from jsia_tf.training import macs
   from jsia_tf.training import trainer as trainer_lib
 
   model = config_lib.model_config(preset)
@@ -62,20 +118,44 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
   trainer = trainer_lib.Trainer(cfg, strategy, int(table.label.max()) + 1)
   batches = iter(pipeline.make_train_dataset(table, data))
   start = time.time()
-  trainer.train_step(next(batches), 0)
+  first = next(batches)
+  trainer.train_step(first, 0)
   compile_seconds = time.time() - start
   start = time.time()
   for step in range(1, steps + 1):
     trainer.train_step(next(batches), step)
   seconds = (time.time() - start) / steps
   images = 2 * data.batch_p * data.batch_k
+  counted = macs.count(trainer.step_graph(first, 1))
+  total = sum(op.macs for op in counted)
+  compute = {
+      "gmacs_per_step": _gmacs(total),
+      "gmacs_forward": _gmacs(sum(op.macs for op in counted if op.direction == "forward")),
+      "gmacs_backward": _gmacs(sum(op.macs for op in counted
+                                   if op.direction == "backward")),
+      "gmacs_per_second": round(total / seconds / 1e9, 1),
+      "gmacs_by_dtype": {k: _gmacs(v) for k, v in macs.by_dtype(counted).items()},
+      "by_network": {name: {"calls": row["calls"], "gmacs_forward": _gmacs(row["forward_macs"]),
+                            "gmacs_backward": _gmacs(row["backward_macs"])}
+                     for name, row in macs.by_network(counted).items()},
+  }
+  if with_passes:
+    compute["passes"] = [dict(row, forward_macs=_gmacs(row["forward_macs"]),
+                              backward_macs=_gmacs(row["backward_macs"]))
+                         for row in macs.passes(counted)]
+  if reference_steps:
+    reference = reference_resnet50(images, model.image_height, model.image_width,
+                                   trainer.num_classes, reference_steps)
+    compute["reference_resnet50"] = reference
+    compute["rate_vs_reference"] = round(
+        compute["gmacs_per_second"] / reference["gmacs_per_second"], 2)
   return {"preset": preset, "image_size": list(model.image_size),
           "batch": f"P={data.batch_p} x K={data.batch_k} x 2 modalities",
           "gen_ids": train.gen_ids, "mixed_precision": mixed_precision or "float32",
           "jit_compile": jit_compile,
           "seconds_per_step": round(seconds, 3),
           "images_per_second": round(images / seconds, 1),
-          "first_step_seconds": round(compile_seconds, 1),
+          "first_step_seconds": round(compile_seconds, 1), **compute,
           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
           "cpus": os.cpu_count(), "tensorflow": tf.__version__}
 
@@ -84,7 +164,8 @@ def main(argv):
   del argv
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one, FLAGS.data_dir, FLAGS.steps,
-                             FLAGS.mixed_precision, FLAGS.jit_compile)))
+                             FLAGS.mixed_precision, FLAGS.jit_compile,
+                             FLAGS.reference_steps, FLAGS.passes)))
     return
   from jsia_tf.data import synthetic  # pylint: disable=import-outside-toplevel
   results = []
@@ -96,7 +177,8 @@ def main(argv):
       proc = subprocess.run(
           [sys.executable, __file__, f"--one={preset}", f"--data_dir={data_dir}",
            f"--steps={FLAGS.steps}", f"--mixed_precision={FLAGS.mixed_precision}",
-           f"--jit_compile={FLAGS.jit_compile}"],
+           f"--jit_compile={FLAGS.jit_compile}",
+           f"--reference_steps={FLAGS.reference_steps}", f"--passes={FLAGS.passes}"],
           capture_output=True, text=True,
           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
       if proc.returncode:

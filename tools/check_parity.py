@@ -28,6 +28,7 @@ from jsia_tf import console
 console.quiet()  # before anything imports TensorFlow
 
 import builtins
+import contextlib
 import functools
 import gc
 import importlib
@@ -333,6 +334,7 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   from jsia_tf.models import authors
   from jsia_tf.models import torchvision_resnet
   from jsia_tf.training import convert
+  from jsia_tf.training import macs
   from jsia_tf.training import trainer as trainer_lib
   from jsia_tf.models import generation
   tf.config.experimental.enable_op_determinism()
@@ -351,13 +353,21 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   # Their step in float32 (the comparison), then the same weights in float64:
   # float32's own limit on every row.
   results = {}
+  # pylint: disable-next=import-outside-toplevel
+  from torch.utils.flop_counter import FlopCounterMode
   for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
     for module in base.model_list:
       module.to(dtype)
-    with warnings.catch_warnings():
+    # Their float32 step's dense arithmetic (convolutions, their backward,
+    # matrix products: the ops jsia_tf.training.macs counts), forward and backward.
+    counter = FlopCounterMode(display=False)
+    with warnings.catch_warnings(), (counter if dtype == torch.float32 else
+                                     contextlib.nullcontext()):
       warnings.simplefilter("ignore")  # deprecations of the torch API they call
       results[name] = run_their_step(modules, base, torch, gen, reid, labels[:GEN_ROWS],
                                      labels, dtype)
+    if dtype == torch.float32:
+      their_flops = counter.get_flop_counts().get("Global", {})
     gc.collect()
   (captured, their_grads), (reference, reference_grads) = results["float32"], results["float64"]
   del base
@@ -378,8 +388,9 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
   draws = trainer.global_draws(0)
   # Compiled: eager execution keeps every activation of the step's persistent tape
   # (and its own copies) alive and does not fit beside the data in 24 GiB.
-  report, our_grads = tf.function(lambda b, d: trainer.gradients(b, d, "joint"))(
-      batch, draws)
+  our_gradients = tf.function(lambda b, d: trainer.gradients(b, d, "joint"))
+  report, our_grads = our_gradients(batch, draws)
+  our_macs = macs.count(our_gradients.get_concrete_function(batch, draws).graph)
   # The same forward pass again for the named outputs (training-mode BN: the
   # outputs depend on the batch only).
   out = tf.function(lambda b, d: model.forward(
@@ -482,7 +493,16 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
               "torch": torch.__version__, "tensorflow": tf.__version__,
               "torchvision": torchvision_note, "weights": weights or "random", "seed": seed,
               "reid_batch": f"{REID_P}x{REID_K} per modality at 256x128",
-              "gen_batch": f"{GEN_ROWS} + {GEN_ROWS} at 128x64"}
+              "gen_batch": f"{GEN_ROWS} + {GEN_ROWS} at 128x64",
+              "macs": {
+                  # FLOPs of a multiply-add are 2 in torch's counter.
+                  "authors_gmacs": round(sum(their_flops.values()) / 2e9, 2),
+                  "authors_gmacs_by_op": {str(k): round(v / 2e9, 2)
+                                          for k, v in their_flops.items()},
+                  "jsia_tf_gmacs": round(sum(op.macs for op in our_macs) / 1e9, 2),
+                  "jsia_tf_gmacs_by_network": {
+                      k: round((v["forward_macs"] + v["backward_macs"]) / 1e9, 2)
+                      for k, v in macs.by_network(our_macs).items()}}}
   return rows, settings
 
 
@@ -502,6 +522,9 @@ def main(argv):
         f"jsia_tf (TensorFlow {settings['tensorflow']}); weights: {settings['weights']}; "
         f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}")
   print(parity.format_table(rows))
+  count = settings["macs"]
+  print(f"MACs of one step (convolutions, their backward, matrix products): authors "
+        f"{count['authors_gmacs']} G, jsia_tf {count['jsia_tf_gmacs']} G")
   if FLAGS.output_json:
     with open(FLAGS.output_json, "w") as f:
       json.dump(parity.to_json(rows, settings), f, indent=2)

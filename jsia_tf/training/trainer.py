@@ -378,6 +378,12 @@ class Trainer:
               for k, v in per_replica.items()}
     return step_fn
 
+  def step_graph(self, batch, step: int) -> tf.Graph:
+    """The graph of the step of `step`'s stage traced for `batch` (as `train_step`
+    runs it; for counting its MACs, `macs.count`)."""
+    stage = self.cfg.train.stage(step)
+    return self._steps[stage].get_concrete_function(batch, self.global_draws(step)).graph
+
   def train_step(self, batch, step: int) -> Dict[str, float]:
     """Runs the step of `step`'s stage on a distributed batch; returns the global
     mean of every unweighted loss term, the weighted total and the discriminator
