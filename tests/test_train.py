@@ -362,14 +362,14 @@ def test_sigterm_to_one_worker_checkpoints_all_and_both_resume(sysu_dir, tmp_pat
     _wait_for_rows(workdir, workers, step + 2)
     workers.procs[1].kill()
     killed = time.time()
-    workers.procs[0].wait(timeout=120)
+    workers.procs[0].wait(timeout=150)
     waited = time.time() - killed
   finally:
     outputs = workers.wait(timeout=1)
   for _, out, _ in outputs:
     assert f"at step {step} (joint stage)" in out  # both resumed there
   assert _metrics(workdir)[step]["step"] == step + 1
-  assert outputs[0][0] == 2 and waited < 2 * _WORKER_TIMEOUT + 45, (
+  assert outputs[0][0] == 2 and waited < 3 * _WORKER_TIMEOUT + 60, (
       waited, outputs[0][2][-500:])
   _assert_dead_worker_error(outputs[0][2])
 
@@ -387,12 +387,13 @@ def test_a_hung_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_pa
     _wait_for_rows(workdir, workers, 1)
     workers.procs[1].send_signal(signal.SIGSTOP)
     sent = time.time()
-    workers.procs[0].wait(timeout=120)
+    workers.procs[0].wait(timeout=150)
     waited = time.time() - sent
   finally:
     outputs = workers.wait(timeout=1)
-  # Heartbeats are checked periodically: measured 15-63 s (timeouts of 15-60 s).
-  assert outputs[0][0] == 2 and timeout / 2 < waited < 2 * timeout + 45, (
+  # Heartbeats are checked periodically, and a loaded machine answers late:
+  # measured 15-63 s (timeouts of 15-60 s).
+  assert outputs[0][0] == 2 and timeout / 2 < waited < 3 * timeout + 60, (
       waited, outputs[0][2][-500:])
   _assert_dead_worker_error(outputs[0][2])
 
