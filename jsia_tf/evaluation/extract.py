@@ -13,7 +13,6 @@ from typing import Callable, Dict
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
@@ -30,7 +29,8 @@ Embed = Callable[[tf.Tensor], tf.Tensor]
 
 def extract_features(embed: Embed, table: table_lib.ImageTable,
                      data_cfg: config_lib.DataConfig, batch_size: int = 128,
-                     log_every_seconds: float = 10.0) -> features_lib.FeatureSet:
+                     log_every_seconds: float = 10.0,
+                     log: Callable[[str], None] = print) -> features_lib.FeatureSet:
   """Embeds every image of `table` once, in table order.
 
   `embed` maps float32 images [b, H, W, 3] in [-1, 1] to embeddings [b, D].
@@ -42,8 +42,8 @@ def extract_features(embed: Embed, table: table_lib.ImageTable,
     done += int(x.shape[0])
     if time.time() - last_log >= log_every_seconds or done == len(table):
       rate = done / max(time.time() - start, 1e-9)
-      logging.info("features: %d/%d images (%.0f images/s, ETA %.0f s)", done,
-                   len(table), rate, (len(table) - done) / max(rate, 1e-9))
+      log(f"features: {done}/{len(table)} images ({rate:.0f} images/s, ETA "
+          f"{(len(table) - done) / max(rate, 1e-9):.0f} s)")
       last_log = time.time()
   return features_lib.FeatureSet(
       features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
@@ -78,7 +78,7 @@ def evaluate_model(cfg: config_lib.EvalConfig, log=print) -> Dict:
         f"--protocol={cfg.protocol} but the model was trained on {data.dataset}: pass "
         f"--protocol={data.dataset}")
   log(f"embedding the {data.dataset} test split of {data.data_dir} with the {source}")
-  feats = extract_test_features(embed, data)
+  feats = extract_test_features(embed, data, log=log)
   if cfg.output_features:
     features_lib.save(cfg.output_features, feats)
     log(f"wrote {cfg.output_features}")

@@ -101,7 +101,7 @@ def final_evaluation(embed, test_table: table_lib.ImageTable,
   and eval/table.txt; returns the report."""
   out_dir = os.path.join(cfg.train.workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  feats = extract.extract_features(embed, test_table, cfg.data)
+  feats = extract.extract_features(embed, test_table, cfg.data, log=log)
   path = os.path.join(out_dir, "features.npz")
   features_lib.save(path, feats)
   eval_cfg = config_lib.EvalConfig(features=(path,), protocol=cfg.data.dataset)
@@ -405,7 +405,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
         save()
       if chief and t.eval_every and step % t.eval_every == 0 and step < end:
         metrics = quick_metrics(extract.extract_features(embed, test_table, cfg.data,
-                                                         log_every_seconds=1e9),
+                                                         log=lambda _: None),
                                 cfg.data.dataset)
         log(f"eval at step {step}: " + "  ".join(f"{k} {100 * v:.2f}%"
                                                  for k, v in metrics.items()))
