@@ -51,10 +51,12 @@ def op_times(xspace_path: str) -> collections.Counter:
     for line in plane.lines:
       for event in line.events:
         name = plane.event_metadata[event.metadata_id].name
-        if ":" not in name or name.startswith(("__", "tf_function")):
+        # Op events are "name:Type" (oneDNN's rewrites: "_MklNativeConv2D", ...);
+        # the executor's own spans ("ExecutorState::Process", ...) contain "::".
+        if ":" not in name or "::" in name or name.startswith("tf_function"):
           continue
         op_type = name.rsplit(":", 1)[1]
-        if not op_type or not op_type[0].isupper():
+        if not op_type or not (op_type[0].isupper() or op_type.startswith("_")):
           continue
         totals[op_type] += event.duration_ps
         counts[op_type] += 1
