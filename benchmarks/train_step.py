@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py [--presets=tiny,demo,paper] [--steps=5]
       [--mixed_precision=float16|bfloat16] [--jit_compile] [--reference_steps=3]
-      [--passes]
+      [--passes] [--profile_top=25]
 
 Each preset runs in a fresh process (so that its peak RSS is its own) on a generated
 SYSU-layout set, with the preset's batch (P x K per modality) and G sub-batch, one
@@ -14,7 +14,11 @@ replica. Per preset:
   and the achieved MAC rate;
 - the machine's reference rate, measured in the same process: a plain Keras
   ResNet-50 training step (ImageNet layout, random init, one dense classifier,
-  Adam) on a batch of the same size and resolution, its MACs counted the same way.
+  Adam) on a batch of the same size and resolution, its MACs counted the same way;
+- with --profile_top=N, where the time goes: one more step under the TF profiler,
+  its trace read back from the XSpace file, the N op types with the most time
+  (summed over the executor's threads, so with 2 cores about twice the step's wall
+  time).
 Prints one JSON object per preset, then a JSON list of all of them.
 """
 
@@ -22,6 +26,8 @@ from jsia_tf import console
 
 console.quiet()  # before anything imports TensorFlow
 
+import collections
+import glob
 import json
 import os
 import resource
@@ -41,6 +47,8 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the step.")
 flags.DEFINE_integer("reference_steps", 3,
                      "Timed steps of the ResNet-50 reference (0: skip it).")
 flags.DEFINE_bool("passes", False, "Also list the MACs of every network call.")
+flags.DEFINE_integer("profile_top", 0, "Also profile one step and list this many op "
+                     "types by time (0: no profile).")
 flags.DEFINE_string("one", "", "Internal: measure this preset in this process.")
 flags.DEFINE_string("data_dir", "", "Internal: the generated data set.")
 FLAGS = flags.FLAGS
@@ -48,6 +56,55 @@ FLAGS = flags.FLAGS
 
 def _gmacs(value: int) -> float:
   return round(value / 1e9, 2)
+
+
+def op_times(xspace_path: str):
+  """({op type: picoseconds}, {op type: count}) over the op events of an XSpace
+  file's host plane."""
+  # pylint: disable-next=import-outside-toplevel
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  space = xplane_pb2.XSpace()
+  with open(xspace_path, "rb") as f:
+    space.ParseFromString(f.read())
+  totals, counts = collections.Counter(), collections.Counter()
+  for plane in space.planes:
+    if not plane.name.startswith("/host:CPU"):
+      continue
+    for line in plane.lines:
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        # Op events are "name:Type" (oneDNN's rewrites: "_MklNativeConv2D", ...);
+        # the executor's own spans ("ExecutorState::Process", ...) contain "::".
+        if ":" not in name or "::" in name or name.startswith("tf_function"):
+          continue
+        op_type = name.rsplit(":", 1)[1]
+        if not op_type or not (op_type[0].isupper() or op_type.startswith("_")):
+          continue
+        totals[op_type] += event.duration_ps
+        counts[op_type] += 1
+  return totals, counts
+
+
+def profile(run_step, top: int) -> dict:
+  """Op time of one `run_step()` under the TF profiler, by op type: the `top`."""
+  # pylint: disable-next=import-outside-toplevel
+  import tensorflow as tf
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    start = time.time()
+    run_step()
+    seconds = time.time() - start
+    tf.profiler.experimental.stop()
+    paths = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
+    if not paths:
+      raise SystemExit(f"the profiler wrote no .xplane.pb under {logdir}")
+    totals, counts = op_times(sorted(paths)[-1])
+  all_ps = sum(totals.values())
+  return {"wall_seconds": round(seconds, 2),
+          "op_seconds_summed_over_threads": round(all_ps / 1e12, 2),
+          "op_types": [{"type": t, "seconds": round(ps / 1e12, 3),
+                        "share": round(ps / max(all_ps, 1), 4), "count": counts[t]}
+                       for t, ps in totals.most_common(top)]}
 
 
 def reference_resnet50(images: int, height: int, width: int, num_classes: int,
@@ -88,9 +145,11 @@ def reference_resnet50(images: int, height: int, width: int, num_classes: int,
 
 
 def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
-            jit_compile: bool, reference_steps: int, with_passes: bool) -> dict:
+            jit_compile: bool, reference_steps: int, with_passes: bool,
+            profile_top: int) -> dict:
   """Times `steps` joint steps of `preset` after a compiling one, counts their
-  MACs, and measures the ResNet-50 reference rate."""
+  MACs, measures the ResNet-50 reference rate, and (profile_top > 0) profiles one
+  more step."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
@@ -108,7 +167,7 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
                                image_width=model.image_width,
                                batch_p=defaults["batch_p"], batch_k=defaults["batch_k"])
   train = config_lib.TrainConfig(workdir=tempfile.mkdtemp(), warmup_steps=0,
-                                 joint_steps=steps + 1, gen_ids=defaults["gen_ids"],
+                                 joint_steps=steps + 2, gen_ids=defaults["gen_ids"],
                                  mixed_precision=mixed_precision,
                                  jit_compile=jit_compile)
   distribute.set_numerics(train)
@@ -143,6 +202,9 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
     compute["passes"] = [dict(row, forward_macs=_gmacs(row["forward_macs"]),
                               backward_macs=_gmacs(row["backward_macs"]))
                          for row in macs.passes(counted)]
+  if profile_top:
+    batch = next(batches)
+    compute["profile"] = profile(lambda: trainer.train_step(batch, steps + 1), profile_top)
   if reference_steps:
     reference = reference_resnet50(images, model.image_height, model.image_width,
                                    trainer.num_classes, reference_steps)
@@ -165,7 +227,7 @@ def main(argv):
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one, FLAGS.data_dir, FLAGS.steps,
                              FLAGS.mixed_precision, FLAGS.jit_compile,
-                             FLAGS.reference_steps, FLAGS.passes)))
+                             FLAGS.reference_steps, FLAGS.passes, FLAGS.profile_top)))
     return
   from jsia_tf.data import synthetic  # pylint: disable=import-outside-toplevel
   results = []
@@ -178,7 +240,8 @@ def main(argv):
           [sys.executable, __file__, f"--one={preset}", f"--data_dir={data_dir}",
            f"--steps={FLAGS.steps}", f"--mixed_precision={FLAGS.mixed_precision}",
            f"--jit_compile={FLAGS.jit_compile}",
-           f"--reference_steps={FLAGS.reference_steps}", f"--passes={FLAGS.passes}"],
+           f"--reference_steps={FLAGS.reference_steps}", f"--passes={FLAGS.passes}",
+           f"--profile_top={FLAGS.profile_top}"],
           capture_output=True, text=True,
           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
       if proc.returncode:

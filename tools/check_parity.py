@@ -360,9 +360,9 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
       module.to(dtype)
     # Their float32 step's dense arithmetic (convolutions, their backward,
     # matrix products: the ops jsia_tf.training.macs counts), forward and backward.
-    counter = FlopCounterMode(display=False)
-    with warnings.catch_warnings(), (counter if dtype == torch.float32 else
-                                     contextlib.nullcontext()):
+    counter = (FlopCounterMode(display=False) if dtype == torch.float32
+               else contextlib.nullcontext())
+    with warnings.catch_warnings(), counter:
       warnings.simplefilter("ignore")  # deprecations of the torch API they call
       results[name] = run_their_step(modules, base, torch, gen, reid, labels[:GEN_ROWS],
                                      labels, dtype)

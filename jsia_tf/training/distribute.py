@@ -48,8 +48,9 @@ def _configure_coordination(cluster: Dict[str, List[str]], timeout_seconds: int)
   context.context().configure_coordination_service(
       service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0",
       heartbeat_timeout_in_ms=int(timeout_seconds * 1000),
-      coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
-                        for job in ("chief", "worker") if job in cluster])
+      coordinated_jobs=[
+          coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+          for job in ("chief", "worker") if job in cluster])
 
 
 def make_strategy(cfg: config_lib.TrainConfig) -> tf.distribute.Strategy:

@@ -47,32 +47,29 @@ def _shape(tensor: tf.Tensor, op: tf.Operation) -> Tuple[int, ...]:
   return tuple(int(d) for d in shape)
 
 
+def _output_and_kernel(op: tf.Operation):
+  """The shapes of a convolution's output and kernel, for the forward op and for
+  its two backward ops (input gradient: the output's gradient is input 2; kernel
+  gradient: the kernel is the op's output)."""
+  if op.type.endswith("BackpropInput"):
+    return _shape(op.inputs[2], op), _shape(op.inputs[1], op)
+  if op.type.endswith("BackpropFilter"):
+    return _shape(op.inputs[2], op), _shape(op.outputs[0], op)
+  return _shape(op.outputs[0], op), _shape(op.inputs[1], op)
+
+
 def _conv_macs(op: tf.Operation) -> int:
-  """N*Ho*Wo*Co*kh*kw*Ci/groups for Conv2D and for both of its backward ops (each
-  multiplies the same pairs of numbers once more)."""
-  if op.type == "Conv2D":
-    out, kernel = _shape(op.outputs[0], op), _shape(op.inputs[1], op)
-  elif op.type == "Conv2DBackpropInput":
-    out, kernel = _shape(op.inputs[2], op), _shape(op.inputs[1], op)
-  else:  # Conv2DBackpropFilter: the kernel is the output
-    out, kernel = _shape(op.inputs[2], op), _shape(op.outputs[0], op)
+  """N*Ho*Wo*Co*kh*kw*Ci (Ci: the kernel's input channels) for Conv2D and for
+  both of its backward ops (each multiplies the same pairs of numbers once more)."""
   if op.get_attr("data_format") not in (b"NHWC", "NHWC"):
     raise errors.ConfigError(f"{op.name}: only NHWC convolutions are counted")
-  n, ho, wo, co = out
-  kh, kw, ci, _ = kernel
+  (n, ho, wo, co), (kh, kw, ci, _) = _output_and_kernel(op)
   return n * ho * wo * co * kh * kw * ci
 
 
 def _depthwise_macs(op: tf.Operation) -> int:
   """N*Ho*Wo*C*multiplier*kh*kw (forward and both backward ops)."""
-  if op.type == "DepthwiseConv2dNative":
-    out, kernel = _shape(op.outputs[0], op), _shape(op.inputs[1], op)
-  elif op.type == "DepthwiseConv2dNativeBackpropInput":
-    out, kernel = _shape(op.inputs[2], op), _shape(op.inputs[1], op)
-  else:
-    out, kernel = _shape(op.inputs[2], op), _shape(op.outputs[0], op)
-  n, ho, wo, _ = out
-  kh, kw, c, mult = kernel
+  (n, ho, wo, _), (kh, kw, c, mult) = _output_and_kernel(op)
   return n * ho * wo * c * mult * kh * kw
 
 
