@@ -24,9 +24,10 @@ NUM_CLASSES = 5
 OFF = {f.name: 0.0 for f in dataclasses.fields(losses.LossWeights)}
 
 
-def _trainer(loss=None, **train):
-  """A tiny-preset trainer, P=4 x K=2, G on the first 2 identities (4 rows)."""
-  model = config_lib.model_config("tiny")
+def _trainer(loss=None, model=None, **train):
+  """A tiny-preset trainer, P=4 x K=2, G on the first 2 identities (4 rows);
+  `model`: ModelConfig overrides."""
+  model = config_lib.model_config("tiny", **(model or {}))
   data = config_lib.DataConfig(image_height=model.image_height,
                                image_width=model.image_width, batch_p=4, batch_k=2)
   train = config_lib.TrainConfig(**{"workdir": "unused", "warmup_steps": 0,
@@ -179,6 +180,28 @@ def test_code_term_trains_G_fully_and_never_E_sl():
                     training=True, passes=tr.passes["joint"])
     reid = tr.loss_terms(out, b, losses.LossWeights(**{**OFF, "lambda_id": 1.0}))["id"]
   _assert_same_gradients(grads["F"], tape.gradient(reid, tr.groups["F"]), tr.groups["F"])
+
+
+@pytest.mark.parametrize("share_sl", [True, False])
+def test_one_backward_gives_every_group_the_two_backward_gradients(share_sl):
+  """With every term on, the step's one backward of the total (and its code-term
+  correction of E_sl) gives the gradients of the authors' routing taken the long
+  way: G the total's, F the total's without the code term."""
+  tr = _trainer(model={"share_sl": share_sl})
+  m, b = tr.model, _batch()
+  draws = tr.global_draws(0)
+  _, grads = tr.gradients(b, draws, "joint")
+  with tf.GradientTape(persistent=True) as tape:
+    out = m.forward(b["x_rgb"], b["x_ir"], draws, tr.partner, gen_rows=tr.gen_rows,
+                    training=True, passes=tr.passes["joint"])
+    terms = tr.loss_terms(out, b, tr.weights["joint"])
+    rest = losses.total_loss(terms, dataclasses.replace(tr.weights["joint"],
+                                                        lambda_code=0.0))
+    total = rest + tr.weights["joint"].lambda_code * terms["code"]
+  _assert_same_gradients(grads["G"], tape.gradient(total, tr.groups["G"]), tr.groups["G"])
+  _assert_same_gradients(grads["F"], tape.gradient(rest, tr.groups["F"]), tr.groups["F"])
+  # The code term does reach E_sl's weights, so the correction is not empty.
+  assert not _is_zero(tape.gradient(terms["code"], m.E_i.trainable_variables))
 
 
 def _assert_same_gradients(got, want, variables):

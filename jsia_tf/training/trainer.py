@@ -11,7 +11,7 @@ Per replica, a step (the authors' `core/train.py`)
      against the discriminators before their update.
 The code reconstruction term trains G only: its gradient never reaches E_sl = E_i
 (the authors zero E_sl's gradient after a separate backward pass of that term; here,
-a second gradient restricted to G's variables). The generated images enter F
+E_sl's share of one backward of the whole total is taken off, `_gradients`). The generated images enter F
 detached (IL, LR and UI train F), and V's input M is detached (Eq. 10 does not
 reshape the content maps), unless --align_trains_g / --v_grad_to_content.
 
@@ -304,29 +304,33 @@ class Trainer:
                                   for k in ("rgb", "ir")]))
     return terms
 
-  def _gradients(self, tape: tf.GradientTape, rest: tf.Tensor, code: Optional[tf.Tensor],
-                 names: List[str]):
-    """{group: gradients} for the optimizer groups `names` of the weighted total,
-    split (on `tape`) into the code term `code` (None when off) and the `rest`.
+  def _gradients(self, tape: tf.GradientTape, total: tf.Tensor, rest: tf.Tensor,
+                 code: Optional[tf.Tensor], names: List[str]):
+    """{group: gradients} for the optimizer groups `names` of the weighted `total`
+    = `rest` + `code` (the code term; None when off), all recorded on `tape`.
 
-    Every group gets the gradient of the rest; "G" also gets the code term's. So
-    when F (E_sl) trains, the code term does not reach it, as in the authors' step;
-    one gradient of the rest covers every group when they share a loss scale
-    (float32, bfloat16)."""
-    if len(names) == 1:  # warm-up: G only, no routing needed
-      target = rest if code is None else rest + code
-      return {"G": tape.gradient(self.optimizers["G"].scale_loss(target), self.groups["G"])}
+    "G" gets the gradient of the total; every other group gets the rest's alone. So
+    when F trains E_sl = E_i, the code term does not reach it, as in the authors'
+    step. One backward of the total covers every group that shares a loss scale
+    (float32, bfloat16); E_sl's share of the code term is then taken off by a second
+    backward of the code term to E_sl alone. That pass needs only the code term's
+    input gradients down to E_sl: the weight gradients of the decoders and style
+    encoders, which a separate backward of the code term to G would take again
+    (about 190 GMAC of the paper step), are taken once."""
     if self.cfg.train.mixed_precision == "float16":  # a loss scale per group
-      grads = {name: tape.gradient(self.optimizers[name].scale_loss(rest),
-                                   self.groups[name]) for name in names}
-    else:
-      variables = [v for name in names for v in self.groups[name]]
-      flat, grads = tape.gradient(rest, variables), {}
-      for name in names:
-        grads[name], flat = flat[:len(self.groups[name])], flat[len(self.groups[name]):]
-    if code is not None:
-      code_grads = tape.gradient(self.optimizers["G"].scale_loss(code), self.groups["G"])
-      grads["G"] = [_add(a, b) for a, b in zip(grads["G"], code_grads)]
+      return {name: tape.gradient(self.optimizers[name].scale_loss(
+          total if name == "G" else rest), self.groups[name]) for name in names}
+    variables = [v for name in names for v in self.groups[name]]
+    flat, grads = tape.gradient(total, variables), {}
+    for name in names:
+      grads[name], flat = flat[:len(self.groups[name])], flat[len(self.groups[name]):]
+    if code is not None and "F" in names and self.model.model_cfg.share_sl:
+      e_sl = {id(v) for v in self.model.E_sl.trainable_variables}
+      shared = [i for i, v in enumerate(self.groups["F"]) if id(v) in e_sl]
+      code_grads = tape.gradient(code, [self.groups["F"][i] for i in shared])
+      for i, g in zip(shared, code_grads):
+        if g is not None:
+          grads["F"][i] = grads["F"][i] - g
     return grads
 
   def gradients(self, batch, draws, stage: str):
@@ -335,9 +339,10 @@ class Trainer:
     discriminator loss. `draws`: `global_draws`."""
     m, weights = self.model, self.weights[stage]
     names = ["G"] if stage == "warmup" else ["G", "F"]
-    # A second gradient call: the code term's (G only), or one per loss scale.
+    # A second gradient call: the code term's share of E_sl, or one per loss scale.
     persistent = len(names) > 1 and (
-        weights.lambda_code > 0 or self.cfg.train.mixed_precision == "float16")
+        (weights.lambda_code > 0 and m.model_cfg.share_sl)
+        or self.cfg.train.mixed_precision == "float16")
     with tf.GradientTape(persistent=persistent) as gen_tape:
       out = m.forward(batch["x_rgb"], batch["x_ir"], self._replica_draws(draws),
                       self.partner, gen_rows=self.gen_rows, training=True,
@@ -347,7 +352,7 @@ class Trainer:
       code = weights.lambda_code * terms["code"] if "code" in terms else None
       rest = losses.total_loss(terms, dataclasses.replace(weights, lambda_code=0.0))
       total = rest if code is None else rest + code
-    grads = self._gradients(gen_tape, rest, code, names)
+    grads = self._gradients(gen_tape, total, rest, code, names)
     report = dict(terms, total=total)
     if weights.lambda_gan > 0:
       dis_vars = self.groups["Dis"]
