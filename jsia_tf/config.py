@@ -455,3 +455,36 @@ class SearchConfig:
       require(bool(getattr(self, name)), name, getattr(self, name), "a path")
     require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
     require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeConfig:
+  """What `python -m jsia_tf.analyze` analyses: the newest checkpoint of `workdir`
+  (Table 4, Figs. 4, 6, 7), and the runs of `compare` beside it in Fig. 4.
+
+  `inception`: FID's reference graph file (empty: no FID / KID); `reid_model`: an
+  export judging MD (empty: the run's own F); `data_dir`: where the run's data set
+  is now; `output_dir` (empty: WORKDIR/analysis). `max_pairs` caps the FRI / FLS
+  pairs, `max_images` the images per modality and split of Fig. 4; every draw
+  comes from `seed`."""
+
+  workdir: str = ""
+  compare: Tuple[str, ...] = ()
+  inception: str = ""
+  reid_model: str = ""
+  data_dir: str = ""
+  output_dir: str = ""
+  max_pairs: int = 2000
+  max_images: int = 2000
+  grid_ids: int = 8
+  kid_subsets: int = 100
+  kid_subset_size: int = 1000
+  batch_size: int = 32
+  seed: int = 0
+
+  def __post_init__(self):
+    require(bool(self.workdir), "workdir", self.workdir, "a training workdir")
+    for name in ("max_pairs", "max_images", "grid_ids", "kid_subsets", "kid_subset_size",
+                 "batch_size"):
+      require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+    require(self.max_pairs >= 2, "max_pairs", self.max_pairs, "an integer >= 2")

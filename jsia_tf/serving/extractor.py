@@ -101,34 +101,59 @@ class Restored:
   step: int
 
 
-def restore(path: str, flag: str = "workdir") -> Restored:
-  """The extractor of the run at `path` (see `find_checkpoint`) with its trained
-  weights."""
+def load_run(path: str, flag: str = "workdir"
+             ) -> Tuple[str, str, experiment.ExperimentConfig, int]:
+  """(workdir, checkpoint prefix, the run's config, the checkpoint's step) of the
+  run at `path` (see `find_checkpoint`)."""
   workdir, prefix = find_checkpoint(path, flag)
   cfg = config_lib.load(experiment.ExperimentConfig,
                         os.path.join(workdir, experiment.CONFIG_FILE))
-  extractor = Extractor(cfg)
-  # The training checkpoint nests F as model/F: restore that branch only.
-  checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(F=extractor.F))
-  problem = None
+  step = int(tf.train.load_checkpoint(prefix).get_tensor(_STEP_KEY))
+  return workdir, prefix, cfg, step
+
+
+def collect_quietly() -> None:
+  """Collects garbage with TensorFlow's warnings off. A restore that failed midway
+  never got expect_partial(): when the objects that hold it are collected, it logs a
+  warning per unused checkpoint value (hundreds, after our error message)."""
+  level = tf.get_logger().level
+  tf.get_logger().setLevel("ERROR")
   try:
-    status = checkpoint.restore(prefix)
+    gc.collect()
+  finally:
+    tf.get_logger().setLevel(level)
+
+
+def restore_into(root: tf.train.Checkpoint, prefix: str, workdir: str) -> None:
+  """Restores the objects `root` holds (named as in the training checkpoint, which
+  may hold more) from `prefix`; a checkpoint that does not fit them is a
+  ConfigError naming both. On that error the caller drops its references to the
+  restored objects and calls `collect_quietly`."""
+  problem, status = None, None
+  try:
+    status = root.restore(prefix)
     status.expect_partial()
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     problem = str(e).splitlines()[0]
   if problem:
-    # A restore that failed midway never got expect_partial(): when the model that
-    # holds it is collected it logs a warning per unused checkpoint value (hundreds,
-    # after our message). Collect it now, quietly.
-    del extractor, checkpoint
-    level = tf.get_logger().level
-    tf.get_logger().setLevel("ERROR")
-    try:
-      gc.collect()
-    finally:
-      tf.get_logger().setLevel(level)
+    del root, status
+    collect_quietly()
     raise errors.ConfigError(f"checkpoint {prefix} does not fit the model of {workdir}/"
                              f"{experiment.CONFIG_FILE}: {problem}")
-  step = int(tf.train.load_checkpoint(prefix).get_tensor(_STEP_KEY))
+
+
+def restore(path: str, flag: str = "workdir") -> Restored:
+  """The extractor of the run at `path` (see `find_checkpoint`) with its trained
+  weights."""
+  workdir, prefix, cfg, step = load_run(path, flag)
+  extractor = Extractor(cfg)
+  try:
+    # The training checkpoint nests F as model/F: restore that branch only.
+    restore_into(tf.train.Checkpoint(model=tf.train.Checkpoint(F=extractor.F)), prefix,
+                 workdir)
+  except errors.ConfigError:
+    del extractor
+    collect_quietly()
+    raise
   return Restored(extractor, cfg, workdir, prefix, step)
