@@ -22,7 +22,6 @@ between two people, in both modalities, the real images at the ends.
 import dataclasses
 import json
 import os
-import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import progress as progress_lib
 from jsia_tf.analysis import figures
 from jsia_tf.analysis import inception as inception_lib
 from jsia_tf.analysis import metrics
@@ -141,15 +141,11 @@ def _batched(fn: Callable[..., Dict[str, tf.Tensor]], n: int, batch_size: int,
              log: Callable[[str], None], what: str) -> Dict[str, np.ndarray]:
   """fn(start, stop) -> dict of tensors, over [0, n) in batches, concatenated."""
   out: Dict[str, List[np.ndarray]] = {}
-  start_time, last_log = time.time(), time.time()
+  progress = progress_lib.Progress(n, what, log, unit="images")
   for start in range(0, n, batch_size):
     for k, v in fn(start, min(start + batch_size, n)).items():
       out.setdefault(k, []).append(np.asarray(v))
-    done = min(start + batch_size, n)
-    if time.time() - last_log >= 10.0 or done == n:
-      rate = done / max(time.time() - start_time, 1e-9)
-      log(f"{what}: {done}/{n} ({rate:.1f}/s, ETA {(n - done) / max(rate, 1e-9):.0f} s)")
-      last_log = time.time()
+    progress.update(min(start + batch_size, n))
   return {k: np.concatenate(v) for k, v in out.items()}
 
 

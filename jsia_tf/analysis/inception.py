@@ -9,7 +9,6 @@ another network and give other FIDs; they are not offered. Nothing is downloaded
 """
 
 import os
-import time
 from typing import Callable
 
 import numpy as np
@@ -17,6 +16,7 @@ import tensorflow as tf
 from google.protobuf import message
 
 from jsia_tf import errors
+from jsia_tf import progress as progress_lib
 
 REFERENCE_FILE = "classify_image_graph_def.pb"
 REFERENCE_ARCHIVE = ("http://download.tensorflow.org/models/image/imagenet/"
@@ -66,13 +66,10 @@ class InceptionFeatures:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"need RGB images [N, H, W, 3], got shape {images.shape}")
-    chunks, start, last_log = [], time.time(), time.time()
+    chunks = []
+    progress = progress_lib.Progress(len(images), f"Inception features of {what}", log,
+                                     every=log_every_seconds)
     for i in range(0, len(images), batch_size):
       chunks.append(np.asarray(self._run(tf.constant(images[i:i + batch_size]))))
-      done = min(i + batch_size, len(images))
-      if time.time() - last_log >= log_every_seconds or done == len(images):
-        rate = done / max(time.time() - start, 1e-9)
-        log(f"Inception features of {what}: {done}/{len(images)} "
-            f"({rate:.0f} images/s, ETA {(len(images) - done) / max(rate, 1e-9):.0f} s)")
-        last_log = time.time()
+      progress.update(min(i + batch_size, len(images)))
     return np.concatenate(chunks).reshape(len(images), -1)

@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import progress as progress_lib
 from jsia_tf.data import layouts
 
 # Material indices of the label map; 0 is background.
@@ -505,15 +506,10 @@ def generate(cfg: SyntheticConfig, log=print) -> Dict:
       pool = None
       results = map(_render_folder, jobs)
     try:
-      next_report = 0.0
+      progress = progress_lib.Progress(total, "generated", log, every=5.0)
       for count in results:
         done += count
-        elapsed = time.time() - start
-        if elapsed >= next_report or done == total:
-          rate = done / max(elapsed, 1e-6)
-          log(f"generated {done}/{total} images ({rate:.0f} images/s, "
-              f"ETA {(total - done) / max(rate, 1e-6):.0f} s)")
-          next_report = elapsed + 5.0
+        progress.update(done)
     finally:
       if pool is not None:
         pool.close()

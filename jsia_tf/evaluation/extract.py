@@ -8,7 +8,6 @@ exported SavedModel's.
 """
 
 import dataclasses
-import time
 from typing import Callable, Dict
 
 import numpy as np
@@ -16,6 +15,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import progress as progress_lib
 from jsia_tf.data import pipeline
 from jsia_tf.data import tfrecords
 from jsia_tf.data import table as table_lib
@@ -35,16 +35,13 @@ def extract_features(embed: Embed, table: table_lib.ImageTable,
 
   `embed` maps float32 images [b, H, W, 3] in [-1, 1] to embeddings [b, D].
   """
-  chunks, done, start, last_log = [], 0, time.time(), time.time()
+  chunks, done = [], 0
+  progress = progress_lib.Progress(len(table), "features", log, every=log_every_seconds)
   for batch in pipeline.make_eval_dataset(table, data_cfg, batch_size):
     x = batch["x"]
     chunks.append(np.asarray(embed(x), np.float32))
     done += int(x.shape[0])
-    if time.time() - last_log >= log_every_seconds or done == len(table):
-      rate = done / max(time.time() - start, 1e-9)
-      log(f"features: {done}/{len(table)} images ({rate:.0f} images/s, ETA "
-          f"{(len(table) - done) / max(rate, 1e-9):.0f} s)")
-      last_log = time.time()
+    progress.update(done)
   return features_lib.FeatureSet(
       features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
       frames=table.frame, modality=table.modality, paths=table.path.astype(str))
