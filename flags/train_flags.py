@@ -94,3 +94,21 @@ def experiment_config_from_flags(flag_values=flags.FLAGS) -> experiment.Experime
   return experiment.ExperimentConfig(data=data, model=model,
                                      loss=model_flags.loss_weights_from_flags(flag_values),
                                      train=train)
+
+
+def define_all_flags(flag_values=flags.FLAGS):
+  """Every flag of `python -m jsia_tf.train`: data set, input, model, losses, run."""
+  data_flags.define_dataset_flags(flag_values)
+  data_flags.define_input_flags(flag_values)
+  model_flags.define_model_flags(flag_values)
+  model_flags.define_loss_flags(flag_values)
+  define_train_flags(flag_values)
+
+
+def experiment_config_from_argv(argv) -> experiment.ExperimentConfig:
+  """The ExperimentConfig that `python -m jsia_tf.train ARGV...` would run, parsed
+  into private flag values (for runners of many runs; the global flags untouched)."""
+  values = flags.FlagValues()
+  define_all_flags(values)
+  values(["train", *argv])
+  return experiment_config_from_flags(values)

@@ -488,3 +488,26 @@ class AnalyzeConfig:
                  "batch_size"):
       require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
     require(self.max_pairs >= 2, "max_pairs", self.max_pairs, "an integer >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationConfig:
+  """What `python -m jsia_tf.experiments.ablation` runs: Table 3's `rows`, each with
+  `seeds` seeds (0 .. seeds-1), every run in OUTPUT_DIR/row<r>_seed<s>, on
+  `data_dir` (empty: the generated demo set) with `preset`; `warmup_steps` /
+  `joint_steps` of 0 keep the preset's schedule."""
+
+  rows: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+  seeds: int = 1
+  output_dir: str = "runs/ablation"
+  data_dir: str = ""
+  preset: str = "demo"
+  warmup_steps: int = 0
+  joint_steps: int = 0
+
+  def __post_init__(self):
+    require(len(self.rows) > 0, "rows", self.rows, "at least one row of Table 3")
+    require(len(set(self.rows)) == len(self.rows), "rows", self.rows, "rows without repeats")
+    require(self.seeds >= 1, "seeds", self.seeds, "at least 1 seed per row")
+    require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+    require(self.joint_steps >= 0, "joint_steps", self.joint_steps, "an integer >= 0")

@@ -17,8 +17,6 @@ import dataclasses
 
 from absl import flags
 
-from flags import data_flags
-from flags import model_flags
 from flags import train_flags
 from jsia_tf import cli
 from jsia_tf.models import jsia
@@ -41,9 +39,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  data_flags.define_dataset_flags()
-  data_flags.define_input_flags()
-  model_flags.define_model_flags()
-  model_flags.define_loss_flags()
-  train_flags.define_train_flags()
+  train_flags.define_all_flags()
   cli.run(main)

@@ -37,19 +37,8 @@ def run_python(*args, timeout=300):
 
 def train_config_from_argv(*argv):
   """The ExperimentConfig that `python -m jsia_tf.train ARGV...` would run."""
-  # pylint: disable=import-outside-toplevel
-  from absl import flags as absl_flags
-  from flags import data_flags
-  from flags import model_flags
-  from flags import train_flags
-  values = absl_flags.FlagValues()
-  data_flags.define_dataset_flags(values)
-  data_flags.define_input_flags(values)
-  model_flags.define_model_flags(values)
-  model_flags.define_loss_flags(values)
-  train_flags.define_train_flags(values)
-  values(["prog", *argv])
-  return train_flags.experiment_config_from_flags(values)
+  from flags import train_flags  # pylint: disable=import-outside-toplevel
+  return train_flags.experiment_config_from_argv(argv)
 
 
 def _generate(root, **kwargs):

@@ -41,6 +41,7 @@ from jsia_tf.evaluation import extract
 from jsia_tf.models import jsia
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
+from jsia_tf.training import experiment
 
 REPORT_FILE, JSON_FILE = "report.md", "analysis.json"
 FIG4_FILE, FIG6_FILE, FIG7_FILE = "fig4_similarities.png", "fig6_pairs.png", "fig7_interpolation.png"
@@ -86,6 +87,12 @@ def load_run(path: str, flag: str, data_dir: str = "", same_data_as=None) -> Run
   data = cfg.data
   if data_dir:
     data = dataclasses.replace(data, data_dir=data_dir, tfrecord_dir="")
+  elif not os.path.isdir(data.tfrecord_dir or data.data_dir):
+    raise errors.ConfigError(
+        f"the data set of {workdir} ({experiment.CONFIG_FILE}: "
+        f"{'tfrecord_dir' if data.tfrecord_dir else 'data_dir'}="
+        f"{data.tfrecord_dir or data.data_dir}) is not there from {os.getcwd()}: pass "
+        "--data_dir=where it is now")
   num_classes = int(tfrecords.load_split(data, "train").label.max()) + 1
   # The weights come from the checkpoint: no ImageNet file is needed here.
   model = jsia.build(dataclasses.replace(cfg.model, backbone_weights=""), num_classes)

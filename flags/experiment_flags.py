@@ -1,0 +1,51 @@
+"""Flags of the experiment runners (`python -m jsia_tf.experiments.ablation`)."""
+
+from absl import flags
+
+from flags import common
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+
+
+def parse_rows(text: str, flag: str = "rows") -> tuple:
+  """"1-6", "1,2,4" or "1-3,6" -> (1, ...); a clear error otherwise."""
+  rows = []
+  try:
+    for part in filter(None, (p.strip() for p in text.split(","))):
+      if "-" in part:
+        first, last = (int(x) for x in part.split("-"))
+        if first > last:
+          raise ValueError(part)
+        rows += range(first, last + 1)
+      else:
+        rows.append(int(part))
+  except ValueError:
+    raise errors.ConfigError(f"--{flag}={text!r} is invalid: expected row numbers such "
+                             "as 1-6 or 1,2,4") from None
+  return tuple(rows)
+
+
+def define_ablation_flags(flag_values=flags.FLAGS):
+  """Defines the Table 3 runner's flags; defaults come from `AblationConfig`."""
+  d = config_lib.AblationConfig()
+  flags.DEFINE_string("rows", f"{min(d.rows)}-{max(d.rows)}", "Rows of Table 3: 1-6, "
+                      "1,2,4, ...", flag_values=flag_values)
+  flags.DEFINE_integer("seeds", d.seeds, "Runs per row, with --seed=0 .. N-1.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output_dir", d.output_dir, "Where every run's workdir, "
+                      "ablation.md and ablation.json go (and TensorBoard's HParams "
+                      "dashboard reads).", flag_values=flag_values)
+  flags.DEFINE_string("data_dir", d.data_dir, "A SYSU-MM01-layout set; empty: the "
+                      "generated demo set.", flag_values=flag_values)
+  flags.DEFINE_enum("preset", d.preset, list(config_lib.TRAIN_PRESETS), "Model preset "
+                    "of every run.", flag_values=flag_values)
+  flags.DEFINE_integer("warmup_steps", d.warmup_steps, "Warm-up steps per run; 0: the "
+                       "preset's.", flag_values=flag_values)
+  flags.DEFINE_integer("joint_steps", d.joint_steps, "Joint steps per run; 0: the "
+                       "preset's.", flag_values=flag_values)
+
+
+def ablation_config_from_flags(flag_values=flags.FLAGS) -> config_lib.AblationConfig:
+  """The `AblationConfig` of the parsed flags."""
+  return common.config_from_flags(config_lib.AblationConfig, flag_values,
+                                  rows=parse_rows(flag_values.rows))

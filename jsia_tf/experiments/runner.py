@@ -1,0 +1,144 @@
+"""Many training runs as one experiment: each run is `python -m jsia_tf.train` with
+its own flags and workdir, trained in this process, resumable (a finished run is
+reused, an unfinished one resumes from its checkpoint), with HParams summaries so
+that TensorBoard's HParams dashboard lists every run with its switches and final
+metrics."""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from flags import train_flags
+from jsia_tf.experiments import stats
+from jsia_tf.training import loop
+
+# The paper's columns (Tables 2 and 3).
+COLUMNS = ("R1", "R10", "R20", "mAP", "mINP")
+SYSU_SETTING = "all-search single-shot"
+HPARAMS_DIR = "hparams"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training run: `name` (its workdir under the experiment's directory), the
+  train flags `argv` (without --workdir) and the `hparams` the dashboard shows."""
+
+  name: str
+  argv: Tuple[str, ...]
+  hparams: Dict[str, Any]
+
+
+def report_path(workdir: str) -> str:
+  """Where a finished run's final evaluation is (`training.loop`)."""
+  return os.path.join(workdir, "eval", "report.json")
+
+
+def final_metrics(report: Dict, setting: str = SYSU_SETTING) -> Dict[str, float]:
+  """The paper's columns of `setting` (mean over trials), in %."""
+  mean = report["settings"][setting]["mean"]
+  return {k: 100.0 * float(mean[k]) for k in COLUMNS}
+
+
+def write_hparams(workdir: str, spec: RunSpec, metrics: Dict[str, float]) -> str:
+  """The run's HParams summary and its final metrics, in WORKDIR/hparams."""
+  logdir = os.path.join(workdir, HPARAMS_DIR)
+  with tf.summary.create_file_writer(logdir).as_default():
+    hp.hparams(spec.hparams, trial_id=spec.name)
+    for k, v in metrics.items():
+      tf.summary.scalar(f"final/{k}", v, step=0)
+  return logdir
+
+
+def write_hparams_config(output_dir: str, specs: Sequence[RunSpec]) -> None:
+  """The experiment's HParams config (every switch and metric), at its root."""
+  names = sorted({k for s in specs for k in s.hparams})
+  with tf.summary.create_file_writer(output_dir).as_default():
+    hp.hparams_config(hparams=[hp.HParam(n) for n in names],
+                      metrics=[hp.Metric(f"final/{k}", display_name=k) for k in COLUMNS])
+
+
+def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None] = print,
+            setting: str = SYSU_SETTING) -> Dict[str, Dict]:
+  """Trains every run of `specs` that has no final report yet (resuming any that
+  has a checkpoint), in order; returns {name: its final report}."""
+  if len({s.name for s in specs}) != len(specs):
+    raise ValueError(f"run names repeat: {[s.name for s in specs]}")
+  os.makedirs(output_dir, exist_ok=True)
+  write_hparams_config(output_dir, specs)
+  reports, trained_seconds, trained = {}, 0.0, 0
+  for i, spec in enumerate(specs):
+    workdir = os.path.join(output_dir, spec.name)
+    if os.path.isfile(report_path(workdir)):
+      log(f"run {i + 1}/{len(specs)} {spec.name}: finished before, reusing "
+          f"{report_path(workdir)}")
+    else:
+      left = len(specs) - i
+      eta = (f", ETA of the {left} left {trained_seconds / trained * left / 60:.0f} min"
+             if trained else "")
+      log(f"run {i + 1}/{len(specs)} {spec.name}: {' '.join(spec.argv)}{eta}")
+      cfg = train_flags.experiment_config_from_argv([*spec.argv, f"--workdir={workdir}"])
+      cfg = dataclasses.replace(cfg, data=loop.with_demo_data(cfg.data, log))
+      start = time.time()
+      loop.run(cfg, log=lambda line, name=spec.name: log(f"  [{name}] {line}"))
+      trained_seconds, trained = trained_seconds + time.time() - start, trained + 1
+      keras.backend.clear_session()  # the next run builds its own networks
+    with open(report_path(workdir)) as f:
+      reports[spec.name] = json.load(f)
+    write_hparams(workdir, spec, final_metrics(reports[spec.name], setting))
+  return reports
+
+
+def rows_table(groups: Dict[str, List[Dict[str, float]]], baseline: str = None
+               ) -> List[Dict]:
+  """Per group (a table row: its runs' final metrics, one per seed in seed order):
+  mean +- std of every column, and with `baseline` (a group name) the paired
+  difference to it over seeds with its 95% interval."""
+  table = []
+  for name, runs in groups.items():
+    row = {"row": name, "seeds": len(runs),
+           **{k: stats.summarize([r[k] for r in runs]) for k in COLUMNS}}
+    if baseline is not None and name != baseline:
+      base = groups[baseline]
+      n = min(len(base), len(runs))
+      row["vs_" + baseline] = {k: stats.paired_difference([r[k] for r in runs[:n]],
+                                                          [r[k] for r in base[:n]])
+                               for k in COLUMNS}
+    table.append(row)
+  return table
+
+
+def _cell(s: Dict) -> str:
+  return f"{s['mean']:.2f}" + ("" if s["std"] is None else f" +- {s['std']:.2f}")
+
+
+def _interval(d: Dict) -> str:
+  if d["low"] is None:
+    return f"{d['mean']:+.2f}"
+  mark = " *" if stats.excludes_zero(d) else ""
+  return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
+
+
+def format_table(table: List[Dict], labels: Dict[str, str], baseline: str = None) -> str:
+  """Markdown: one line per row (`labels` maps a row to its leading cells, with a
+  header under the key "header"), mean +- std per column, then the paired
+  difference to `baseline` for R1 and mAP."""
+  header = f"| {labels['header']} | " + " | ".join(COLUMNS)
+  align = "| " + " | ".join("---" for _ in labels["header"].split("|")) + " | " + \
+      " | ".join("---" for _ in COLUMNS)
+  if baseline is not None:
+    header += f" | R1 - row {baseline} | mAP - row {baseline}"
+    align += " | --- | ---"
+  lines = [header + " |", align + " |"]
+  for row in table:
+    cells = [labels[row["row"]]] + [_cell(row[k]) for k in COLUMNS]
+    if baseline is not None:
+      diff = row.get("vs_" + baseline)
+      cells += ["-", "-"] if diff is None else [_interval(diff["R1"]), _interval(diff["mAP"])]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)

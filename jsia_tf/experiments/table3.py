@@ -1,0 +1,86 @@
+"""Table 3 of the paper: which alignment parts help, one row per switch setting,
+several seeds per row, each row's paired difference to row 1 with a 95% interval.
+
+Rows (SL, IL, LR, UI), as the paper's switches: SL = E_sl shared with E_i
+(`--noshare_sl` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
+`--lambda_ui` (0 when off). Rows 7-8 (SL without disentanglement, LR on unpaired
+images) need switches that jsia_tf does not have yet (issue 17) and are refused.
+"""
+
+import json
+import os
+from typing import Callable, Dict, List
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.experiments import runner
+
+ROWS = {1: (False, False, False, False), 2: (True, False, False, False),
+        3: (False, True, False, False), 4: (True, True, False, False),
+        5: (True, True, True, False), 6: (True, True, True, True)}
+PARTS = ("SL", "IL", "LR", "UI")
+TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
+
+
+def row_flags(row: int) -> List[str]:
+  """The train flags that switch the parts of `row` off (the rest keep defaults)."""
+  sl, il, lr, ui = ROWS[row]
+  out = [] if sl else ["--noshare_sl"]
+  for on, name in ((il, "lambda_il"), (lr, "lambda_lr"), (ui, "lambda_ui")):
+    if not on:
+      out.append(f"--{name}=0")
+  return out
+
+
+def specs(cfg: config_lib.AblationConfig) -> List[runner.RunSpec]:
+  """One run per (row, seed), rows in the order given, seeds 0 .. seeds-1."""
+  unknown = [r for r in cfg.rows if r not in ROWS]
+  if unknown:
+    raise errors.ConfigError(
+        f"--rows={','.join(map(str, cfg.rows))}: unknown row(s) {unknown}; expected "
+        f"rows {min(ROWS)}-{max(ROWS)} of Table 3 (rows 7-8 need switches jsia_tf does "
+        "not have yet)")
+  common = [f"--preset={cfg.preset}", "--image_every=0", "--eval_every=0"]
+  if cfg.data_dir:
+    common.append(f"--data_dir={cfg.data_dir}")
+  for name in ("warmup_steps", "joint_steps"):
+    if getattr(cfg, name):
+      common.append(f"--{name}={getattr(cfg, name)}")
+  return [runner.RunSpec(f"row{row}_seed{seed}",
+                         tuple(common + row_flags(row) + [f"--seed={seed}"]),
+                         {"row": row, "seed": seed, **dict(zip(PARTS, ROWS[row]))})
+          for row in cfg.rows for seed in range(cfg.seeds)]
+
+
+def run(cfg: config_lib.AblationConfig, log: Callable[[str], None] = print) -> Dict:
+  """Trains (or reuses) every run, then writes OUTPUT_DIR/ablation.md and
+  ablation.json: per row mean +- std over seeds, and the paired difference to row 1
+  (when row 1 is run). Returns ablation.json's content."""
+  run_specs = specs(cfg)
+  reports = runner.run_all(run_specs, cfg.output_dir, log)
+  groups = {str(row): [runner.final_metrics(reports[s.name]) for s in run_specs
+                       if s.hparams["row"] == row] for row in cfg.rows}
+  baseline = "1" if 1 in cfg.rows and len(cfg.rows) > 1 else None
+  table = runner.rows_table(groups, baseline)
+  mark = lambda on: "x" if on else "-"
+  labels = {"header": "row | SL | IL | LR | UI | seeds",
+            **{str(r): f"{r} | " + " | ".join(mark(on) for on in ROWS[r]) +
+               f" | {cfg.seeds}" for r in cfg.rows}}
+  first = reports[run_specs[0].name]
+  data_dir = first["experiment"]["data"]["data_dir"]
+  text = (f"Table 3 on {data_dir} ({runner.SYSU_SETTING}, mean over the 10 gallery "
+          f"trials, %; mean +- std over seeds {', '.join(map(str, range(cfg.seeds)))}"
+          + ("; row - row 1: the mean paired difference over seeds and its 95% t "
+             "interval, * where the interval excludes 0" if baseline else "") + ")\n\n"
+          + runner.format_table(table, labels, baseline) + "\n")
+  result = {"config": config_lib.to_dict(cfg), "data_dir": data_dir,
+            "setting": runner.SYSU_SETTING, "rows": table,
+            "runs": {s.name: {"hparams": s.hparams,
+                              "metrics": runner.final_metrics(reports[s.name])}
+                     for s in run_specs}}
+  with open(os.path.join(cfg.output_dir, TABLE_FILE), "w") as f:
+    f.write(text)
+  with open(os.path.join(cfg.output_dir, JSON_FILE), "w") as f:
+    json.dump(result, f, indent=1)
+  log(text)
+  return result

@@ -1,0 +1,122 @@
+"""The experiment runners (issue 17): statistics over seeds checked by hand, the
+Table 3 runner on the tiny preset (tables, intervals, reuse, resume, HParams), and
+its bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jsia_tf import config as config_lib
+from jsia_tf import errors
+from jsia_tf.experiments import stats
+
+from conftest import run_python
+
+
+def test_summarize_and_paired_difference_by_hand():
+  s = stats.summarize([1.0, 2.0, 3.0])
+  assert (s["mean"], s["std"], s["n"]) == (2.0, 1.0, 3)
+  assert stats.summarize([5.0])["std"] is None
+  # d = [2, 3, 4]: mean 3, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt 3
+  d = stats.paired_difference([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])
+  half = 4.302653 / np.sqrt(3.0)
+  assert d["mean"] == pytest.approx(3.0) and d["n"] == 3
+  assert (d["low"], d["high"]) == (pytest.approx(3.0 - half, abs=1e-5),
+                                   pytest.approx(3.0 + half, abs=1e-5))
+  assert stats.excludes_zero(d)
+  noisy = stats.paired_difference([1.0, -1.0], [0.0, 0.0])  # mean 0: t(0.975, 1) = 12.71
+  assert noisy["low"] == pytest.approx(-12.7062047 * np.sqrt(2) / np.sqrt(2), abs=1e-4)
+  assert not stats.excludes_zero(noisy)
+  one = stats.paired_difference([2.0], [1.0])
+  assert one["low"] is None and not stats.excludes_zero(one)
+  with pytest.raises(ValueError, match="equal-length"):
+    stats.paired_difference([1.0, 2.0], [1.0])
+
+
+def test_rows_table_pairs_seeds_with_the_baseline():
+  from jsia_tf.experiments import runner  # pylint: disable=import-outside-toplevel
+  metrics = lambda r1: {k: r1 if k == "R1" else 50.0 for k in runner.COLUMNS}
+  groups = {"1": [metrics(10.0), metrics(12.0), metrics(14.0)],
+            "2": [metrics(13.0), metrics(14.0), metrics(18.0)]}
+  table = runner.rows_table(groups, baseline="1")
+  assert table[0]["R1"]["mean"] == pytest.approx(12.0) and "vs_1" not in table[0]
+  diff = table[1]["vs_1"]["R1"]  # d = [3, 2, 4]
+  assert diff["mean"] == pytest.approx(3.0)
+  assert diff["high"] - diff["mean"] == pytest.approx(4.302653 / np.sqrt(3), abs=1e-5)
+  assert table[1]["vs_1"]["mAP"]["mean"] == 0.0
+  text = runner.format_table(table, {"header": "row", "1": "1", "2": "2"}, baseline="1")
+  assert "| 2 | 15.00 +- 2.65 |" in text and "+3.00 [+0.52, +5.48] *" in text
+
+
+def _ablation_config(tmp_path, sysu_dir, **kwargs):
+  values = {"rows": (1, 2), "seeds": 2, "output_dir": str(tmp_path / "ablation"),
+            "data_dir": sysu_dir, "preset": "tiny", "warmup_steps": 1, "joint_steps": 1}
+  values.update(kwargs)
+  return config_lib.AblationConfig(**values)
+
+
+def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
+  from jsia_tf.experiments import runner  # pylint: disable=import-outside-toplevel
+  from jsia_tf.experiments import table3
+  from jsia_tf.training import loop
+  from flags import train_flags
+  cfg = _ablation_config(tmp_path, sysu_dir)
+  # An unfinished run: row 2 seed 1 stopped after its first step.
+  spec = table3.specs(cfg)[3]
+  assert spec.name == "row2_seed1" and "--seed=1" in spec.argv
+  assert "--noshare_sl" not in spec.argv and "--lambda_il=0" in spec.argv
+  unfinished = train_flags.experiment_config_from_argv(
+      [*spec.argv, f"--workdir={tmp_path}/ablation/row2_seed1", "--stop_at_step=1"])
+  loop.run(unfinished, log=lambda _: None)
+  lines = []
+  result = table3.run(cfg, log=lines.append)
+  assert [r["row"] for r in result["rows"]] == ["1", "2"]
+  assert result["rows"][0]["seeds"] == 2 and "vs_1" in result["rows"][1]
+  assert any("run 1/4 row1_seed0: --preset=tiny" in line and "--noshare_sl" in line
+             for line in lines)
+  assert any("[row2_seed1] resumed from" in line for line in lines)
+  # Every number of the table comes from the runs' reports.
+  r1 = [result["runs"][f"row2_seed{s}"]["metrics"]["R1"] for s in (0, 1)]
+  base = [result["runs"][f"row1_seed{s}"]["metrics"]["R1"] for s in (0, 1)]
+  assert result["rows"][1]["R1"]["mean"] == pytest.approx(np.mean(r1))
+  assert result["rows"][1]["vs_1"]["R1"] == stats.paired_difference(r1, base)
+  with open(os.path.join(cfg.output_dir, "ablation.md")) as f:
+    assert f"| 2 | x | - | - | - | 2 | {np.mean(r1):.2f} +- " in f.read()
+  with open(os.path.join(cfg.output_dir, "ablation.json")) as f:
+    assert json.load(f)["rows"] == json.loads(json.dumps(result["rows"]))
+  # The HParams dashboard's records: each run's switches and final metrics.
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  acc = event_accumulator.EventAccumulator(
+      os.path.join(cfg.output_dir, "row1_seed1", runner.HPARAMS_DIR))
+  acc.Reload()
+  content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+  info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+  assert info.hparams["SL"].bool_value is False and info.hparams["seed"].number_value == 1
+  assert "final/R1" in acc.Tags()["tensors"]
+  # A second call reuses every run.
+  again = []
+  assert table3.run(cfg, log=again.append)["rows"] == result["rows"]
+  assert sum("finished before, reusing" in line for line in again) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rows=1,9"], r"--rows=1,9: unknown row\(s\) \[9\]; expected rows 1-6"),
+    (["--rows=a-b"], r"--rows='a-b' is invalid: expected row numbers"),
+    (["--seeds=0"], r"--seeds=0 is invalid: expected at least 1 seed per row"),
+    (["--rows=1,1"], r"--rows=\(1, 1\) is invalid: expected rows without repeats"),
+])
+def test_ablation_bad_input_is_one_error_line(args, message, tmp_path):
+  proc = run_python("-m", "jsia_tf.experiments.ablation", *args,
+                    f"--output_dir={tmp_path}/out")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_ablation_config_refuses_an_empty_row_list():
+  with pytest.raises(errors.ConfigError, match="--rows=\\(\\) is invalid"):
+    config_lib.AblationConfig(rows=())
