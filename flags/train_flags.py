@@ -54,6 +54,9 @@ _HELP = {
                       "F only).",
     "v_grad_to_content": "Let Eq. (10)'s gradient reach E_sl = E_i through the "
                          "content map M (default: stopped at M).",
+    "lr_pairs": "Eq. (12)'s pairs: generated (each real image against its "
+                "generated pair) or unpaired (against the real image of the other "
+                "modality of the same identity; Table 3 row 8).",
 }
 _DEFAULT_NONE = ("warmup_steps", "joint_steps", "gen_ids", "lr_f")
 

@@ -15,6 +15,7 @@ from jsia_tf import errors
 DATASETS = ("sysu", "regdb")
 SYNTHETIC_LAYOUTS = DATASETS
 REGDB_TRIALS = tuple(range(1, 11))
+LR_PAIRS = ("generated", "unpaired")
 
 
 def require(ok: bool, flag: str, value: Any, expected: str) -> None:
@@ -372,9 +373,14 @@ class TrainConfig:
   # reshaping it).
   align_trains_g: bool = False
   v_grad_to_content: bool = False
+  # Eq. (12)'s pairs: each real image's stripes against its generated pair
+  # ("generated", the paper's LR) or against the real image of the other modality
+  # of the same identity in its row ("unpaired": Table 3 row 8, LR degraded).
+  lr_pairs: str = "generated"
 
   def __post_init__(self):
     require(bool(self.workdir), "workdir", self.workdir, "a directory")
+    require(self.lr_pairs in LR_PAIRS, "lr_pairs", self.lr_pairs, " or ".join(LR_PAIRS))
     require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
     require(self.joint_steps >= 1, "joint_steps", self.joint_steps, "an integer >= 1")
     require(self.gen_ids >= 0, "gen_ids", self.gen_ids, "an integer >= 0")

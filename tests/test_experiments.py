@@ -67,6 +67,9 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
   spec = table3.specs(cfg)[3]
   assert spec.name == "row2_seed1" and "--seed=1" in spec.argv
   assert "--noshare_sl" not in spec.argv and "--lambda_il=0" in spec.argv
+  row8 = table3.specs(_ablation_config(tmp_path, sysu_dir, rows=(8,), seeds=1))[0]
+  assert row8.argv[-2:] == ("--lr_pairs=unpaired", "--seed=0")
+  assert not any(a.startswith(("--lambda", "--noshare")) for a in row8.argv)
   unfinished = train_flags.experiment_config_from_argv(
       [*spec.argv, f"--workdir={tmp_path}/ablation/row2_seed1", "--stop_at_step=1"])
   loop.run(unfinished, log=lambda _: None)
@@ -94,7 +97,7 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
   acc.Reload()
   content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
   info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-  assert info.hparams["SL"].bool_value is False and info.hparams["seed"].number_value == 1
+  assert info.hparams["SL"].string_value == "off" and info.hparams["seed"].number_value == 1
   assert "final/R1" in acc.Tags()["tensors"]
   # A second call reuses every run.
   again = []
@@ -103,7 +106,8 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rows=1,9"], r"--rows=1,9: unknown row\(s\) \[9\]; expected rows 1-6"),
+    (["--rows=1,7,9"], r"--rows=1,7,9: unknown row\(s\) \[7, 9\]; expected rows 1, 2, 3, "
+                       r"4, 5, 6, 8 of Table 3 \(row 7 needs a switch"),
     (["--rows=a-b"], r"--rows='a-b' is invalid: expected row numbers"),
     (["--seeds=0"], r"--seeds=0 is invalid: expected at least 1 seed per row"),
     (["--rows=1,1"], r"--rows=\(1, 1\) is invalid: expected rows without repeats"),

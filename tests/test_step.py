@@ -141,6 +141,32 @@ def test_alignment_terms_train_F_only(term):
     assert not _is_zero(f_by_name[v.path] for v in m.F.E_il.trainable_variables)
 
 
+def test_unpaired_lr_aligns_each_real_image_with_the_other_modalitys_real_image():
+  """--lr_pairs=unpaired (Table 3 row 8): Eq. (12) between row b's real RGB and real
+  IR images of the G sub-batch (one person: the rows are identity-aligned), no F
+  pass on the generated pairs, and the gradient reaches F through both reals."""
+  tr = _trainer({**OFF, "lambda_lr": 1.0}, lr_pairs="unpaired")
+  assert not tr.passes["joint"].pairs and tr.passes["joint"].gen_reals
+  m, b = tr.model, _batch()
+  draws = tr.global_draws(0)
+  g_rows = slice(0, tr.gen_rows)
+  np.testing.assert_array_equal(b["label_rgb"][g_rows], b["label_ir"][g_rows])
+  report, grads = tr.gradients(b, draws, "joint")
+  out = m.forward(b["x_rgb"], b["x_ir"], draws, tr.partner, gen_rows=tr.gen_rows,
+                  training=True, passes=tr.passes["joint"])
+  assert "F_rgb2ir_logits" not in out and "F_ir2rgb_logits" not in out
+  rgb, ir = out["F_rgb_gen_stripe_logits"], out["F_ir_gen_stripe_logits"]
+  want = tf.reduce_mean(losses.local_alignment_loss(ir, rgb, rgb, ir))
+  assert float(report["lr"]) == pytest.approx(float(want), rel=1e-4)
+  assert float(report["lr"]) > 0
+  f_by_name = dict(zip([v.path for v in tr.groups["F"]], grads["F"]))
+  assert not _is_zero(f_by_name[v.path] for v in m.F.E_il.trainable_variables)
+  # The generated-pair LR of the same weights is another number.
+  paired = _trainer({**OFF, "lambda_lr": 1.0})
+  assert float(paired.gradients(b, draws, "joint")[0]["lr"]) != pytest.approx(
+      float(report["lr"]), rel=1e-3)
+
+
 def test_il_compares_each_fake_with_its_real_image_at_generation_size():
   """The real side of IL is the G batch's real image through the fake's path
   (down to generation size, up again), not the sharper re-id image."""

@@ -3,8 +3,10 @@ several seeds per row, each row's paired difference to row 1 with a 95% interval
 
 Rows (SL, IL, LR, UI), as the paper's switches: SL = E_sl shared with E_i
 (`--noshare_sl` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
-`--lambda_ui` (0 when off). Rows 7-8 (SL without disentanglement, LR on unpaired
-images) need switches that jsia_tf does not have yet (issue 17) and are refused.
+`--lambda_ui` (0 when off). A part can also be DEGRADED, as in the paper's rows 7-8:
+LR on unpaired real images (`--lr_pairs=unpaired`, row 8). Row 7 (SL without
+disentanglement, a feature-level GAN as in cmGAN) needs a switch that jsia_tf does
+not have yet (issue 17) and is refused.
 """
 
 import json
@@ -15,9 +17,11 @@ from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.experiments import runner
 
-ROWS = {1: (False, False, False, False), 2: (True, False, False, False),
-        3: (False, True, False, False), 4: (True, True, False, False),
-        5: (True, True, True, False), 6: (True, True, True, True)}
+OFF, ON, DEGRADED = "off", "on", "degraded"
+ROWS = {1: (OFF, OFF, OFF, OFF), 2: (ON, OFF, OFF, OFF), 3: (OFF, ON, OFF, OFF),
+        4: (ON, ON, OFF, OFF), 5: (ON, ON, ON, OFF), 6: (ON, ON, ON, ON),
+        8: (ON, ON, DEGRADED, ON)}
+MARKS = {OFF: "-", ON: "x", DEGRADED: "d"}
 PARTS = ("SL", "IL", "LR", "UI")
 TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
 
@@ -25,10 +29,12 @@ TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
 def row_flags(row: int) -> List[str]:
   """The train flags that switch the parts of `row` off (the rest keep defaults)."""
   sl, il, lr, ui = ROWS[row]
-  out = [] if sl else ["--noshare_sl"]
-  for on, name in ((il, "lambda_il"), (lr, "lambda_lr"), (ui, "lambda_ui")):
-    if not on:
+  out = [] if sl == ON else ["--noshare_sl"]
+  for part, name in ((il, "lambda_il"), (lr, "lambda_lr"), (ui, "lambda_ui")):
+    if part == OFF:
       out.append(f"--{name}=0")
+  if lr == DEGRADED:
+    out.append("--lr_pairs=unpaired")
   return out
 
 
@@ -38,8 +44,8 @@ def specs(cfg: config_lib.AblationConfig) -> List[runner.RunSpec]:
   if unknown:
     raise errors.ConfigError(
         f"--rows={','.join(map(str, cfg.rows))}: unknown row(s) {unknown}; expected "
-        f"rows {min(ROWS)}-{max(ROWS)} of Table 3 (rows 7-8 need switches jsia_tf does "
-        "not have yet)")
+        f"rows {', '.join(map(str, sorted(ROWS)))} of Table 3 (row 7 needs a switch "
+        "jsia_tf does not have yet)")
   common = [f"--preset={cfg.preset}", "--image_every=0", "--eval_every=0"]
   if cfg.data_dir:
     common.append(f"--data_dir={cfg.data_dir}")
@@ -62,14 +68,14 @@ def run(cfg: config_lib.AblationConfig, log: Callable[[str], None] = print) -> D
                        if s.hparams["row"] == row] for row in cfg.rows}
   baseline = "1" if 1 in cfg.rows and len(cfg.rows) > 1 else None
   table = runner.rows_table(groups, baseline)
-  mark = lambda on: "x" if on else "-"
   labels = {"header": "row | SL | IL | LR | UI | seeds",
-            **{str(r): f"{r} | " + " | ".join(mark(on) for on in ROWS[r]) +
+            **{str(r): f"{r} | " + " | ".join(MARKS[p] for p in ROWS[r]) +
                f" | {cfg.seeds}" for r in cfg.rows}}
   first = reports[run_specs[0].name]
   data_dir = first["experiment"]["data"]["data_dir"]
   text = (f"Table 3 on {data_dir} ({runner.SYSU_SETTING}, mean over the 10 gallery "
           f"trials, %; mean +- std over seeds {', '.join(map(str, range(cfg.seeds)))}"
+          + "; x on, - off, d degraded"
           + ("; row - row 1: the mean paired difference over seeds and its 95% t "
              "interval, * where the interval excludes 0" if baseline else "") + ")\n\n"
           + runner.format_table(table, labels, baseline) + "\n")

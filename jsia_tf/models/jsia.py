@@ -48,13 +48,15 @@ class Passes:
 
   @classmethod
   def from_weights(cls, weights: losses.LossWeights, align_trains_g: bool = False,
-                   v_grad_to_content: bool = False) -> "Passes":
-    """The passes that the terms switched on by `weights` need."""
+                   v_grad_to_content: bool = False,
+                   lr_pairs: str = "generated") -> "Passes":
+    """The passes that the terms switched on by `weights` need (`lr_pairs`:
+    whether LR compares with the generated pairs or the other modality's reals)."""
     on = weights.active()
-    pairs = "il" in on or "lr" in on
+    pairs = "il" in on or ("lr" in on and lr_pairs == "generated")
     return cls(cycle="cycle" in on, code="code" in on,
                variation="v" in on or "ui" in on, mixes="ui" in on, pairs=pairs,
-               gen_reals=pairs or "ui" in on, reid="id" in on,
+               gen_reals=pairs or "lr" in on or "ui" in on, reid="id" in on,
                align_trains_g=align_trains_g, v_grad_to_content=v_grad_to_content)
 
 

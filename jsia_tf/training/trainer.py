@@ -134,7 +134,8 @@ class Trainer:
         "warmup": dataclasses.replace(cfg.loss, **{f"lambda_{t}": 0.0 for t in REID_TERMS}),
         "joint": cfg.loss}
     self.passes = {stage: jsia.Passes.from_weights(
-        w, align_trains_g=train.align_trains_g, v_grad_to_content=train.v_grad_to_content)
+        w, align_trains_g=train.align_trains_g, v_grad_to_content=train.v_grad_to_content,
+        lr_pairs=train.lr_pairs)
                    for stage, w in self.weights.items()}
     with strategy.scope():
       self.model = jsia.build(cfg.model, num_classes, sync_bn=self.replicas > 1)
@@ -294,9 +295,14 @@ class Trainer:
           out["F_ir_gen_logits"], out["F_ir2rgb_logits"], out["F_rgb_gen_logits"],
           out["F_rgb2ir_logits"]))
     if "lr" in active:  # Eq. (12)
+      # Each real image's counterpart: its generated pair, or (--lr_pairs=unpaired,
+      # Table 3 row 8) the real image of the other modality in its row, which
+      # shows the same person (the G rows are identity-aligned).
+      ir_other, rgb_other = (("F_ir2rgb", "F_rgb2ir") if self.cfg.train.lr_pairs == "generated"
+                             else ("F_rgb_gen", "F_ir_gen"))
       terms["lr"] = gen_avg(losses.local_alignment_loss(
-          out["F_ir_gen_stripe_logits"], out["F_ir2rgb_stripe_logits"],
-          out["F_rgb_gen_stripe_logits"], out["F_rgb2ir_stripe_logits"]))
+          out["F_ir_gen_stripe_logits"], out[f"{ir_other}_stripe_logits"],
+          out["F_rgb_gen_stripe_logits"], out[f"{rgb_other}_stripe_logits"]))
     if "ui" in active:  # Eq. (15), in both modalities
       terms["ui"] = gen_avg(tf.add_n([losses.unseen_identity_loss(
           out[f"F_mix_{k}_logits"], out[f"F_{k}_gen_logits"],
