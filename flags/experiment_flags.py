@@ -1,4 +1,5 @@
-"""Flags of the experiment runners (`python -m jsia_tf.experiments.ablation`)."""
+"""Flags of the experiment runners (`python -m jsia_tf.experiments.ablation`,
+`python -m jsia_tf.experiments.regdb`)."""
 
 from absl import flags
 
@@ -8,7 +9,8 @@ from jsia_tf import errors
 
 
 def parse_rows(text: str, flag: str = "rows") -> tuple:
-  """"1-6", "1,2,4" or "1-3,6" -> (1, ...); a clear error otherwise."""
+  """"1-6", "1,2,4" or "1-3,6" -> (1, ...); a clear error otherwise (rows of a
+  table, RegDB trials)."""
   rows = []
   try:
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -20,7 +22,7 @@ def parse_rows(text: str, flag: str = "rows") -> tuple:
       else:
         rows.append(int(part))
   except ValueError:
-    raise errors.ConfigError(f"--{flag}={text!r} is invalid: expected row numbers such "
+    raise errors.ConfigError(f"--{flag}={text!r} is invalid: expected numbers such "
                              "as 1-6 or 1,2,4") from None
   return tuple(rows)
 
@@ -43,9 +45,41 @@ def define_ablation_flags(flag_values=flags.FLAGS):
                        "preset's.", flag_values=flag_values)
   flags.DEFINE_integer("joint_steps", d.joint_steps, "Joint steps per run; 0: the "
                        "preset's.", flag_values=flag_values)
+  _define_train_flags(flag_values)
+
+
+def _define_train_flags(flag_values):
+  flags.DEFINE_list("train_flags", [], "More flags of python -m jsia_tf.train for every "
+                    "run, comma-separated: --train_flags=--batch_p=4,--mixed_precision="
+                    "bfloat16", flag_values=flag_values)
 
 
 def ablation_config_from_flags(flag_values=flags.FLAGS) -> config_lib.AblationConfig:
   """The `AblationConfig` of the parsed flags."""
   return common.config_from_flags(config_lib.AblationConfig, flag_values,
                                   rows=parse_rows(flag_values.rows))
+
+
+def define_regdb_flags(flag_values=flags.FLAGS):
+  """Defines the Table 2 (RegDB) runner's flags; defaults from `RegdbExperimentConfig`."""
+  d = config_lib.RegdbExperimentConfig(data_dir="defaults")
+  flags.DEFINE_string("data_dir", "", "The RegDB-layout set (python -m jsia_tf.generate "
+                      "--layout=regdb makes one).", flag_values=flag_values)
+  flags.DEFINE_string("trials", f"{min(d.trials)}-{max(d.trials)}", "RegDB trials, one "
+                      "model each: 1-10, 1,2, ...", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", d.output_dir, "Where every trial's workdir, regdb.md "
+                      "and regdb.json go.", flag_values=flag_values)
+  flags.DEFINE_enum("preset", d.preset, list(config_lib.TRAIN_PRESETS), "Model preset "
+                    "of every run.", flag_values=flag_values)
+  flags.DEFINE_integer("seed", d.seed, "Seed of every run.", flag_values=flag_values)
+  flags.DEFINE_integer("warmup_steps", d.warmup_steps, "Warm-up steps per run; 0: the "
+                       "preset's.", flag_values=flag_values)
+  flags.DEFINE_integer("joint_steps", d.joint_steps, "Joint steps per run; 0: the "
+                       "preset's.", flag_values=flag_values)
+  _define_train_flags(flag_values)
+
+
+def regdb_config_from_flags(flag_values=flags.FLAGS) -> config_lib.RegdbExperimentConfig:
+  """The `RegdbExperimentConfig` of the parsed flags."""
+  return common.config_from_flags(config_lib.RegdbExperimentConfig, flag_values,
+                                  trials=parse_rows(flag_values.trials, "trials"))

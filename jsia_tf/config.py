@@ -501,7 +501,7 @@ class AblationConfig:
   """What `python -m jsia_tf.experiments.ablation` runs: Table 3's `rows`, each with
   `seeds` seeds (0 .. seeds-1), every run in OUTPUT_DIR/row<r>_seed<s>, on
   `data_dir` (empty: the generated demo set) with `preset`; `warmup_steps` /
-  `joint_steps` of 0 keep the preset's schedule."""
+  `joint_steps` of 0 keep the preset's schedule; `train_flags` go to every run."""
 
   rows: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
   seeds: int = 1
@@ -510,10 +510,37 @@ class AblationConfig:
   preset: str = "demo"
   warmup_steps: int = 0
   joint_steps: int = 0
+  train_flags: Tuple[str, ...] = ()  # more flags of python -m jsia_tf.train, every run
 
   def __post_init__(self):
     require(len(self.rows) > 0, "rows", self.rows, "at least one row of Table 3")
     require(len(set(self.rows)) == len(self.rows), "rows", self.rows, "rows without repeats")
     require(self.seeds >= 1, "seeds", self.seeds, "at least 1 seed per row")
+    require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+    require(self.joint_steps >= 0, "joint_steps", self.joint_steps, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegdbExperimentConfig:
+  """What `python -m jsia_tf.experiments.regdb` runs: one training run per RegDB
+  `trials` (each trained and evaluated on its own trial's split), in
+  OUTPUT_DIR/trial<k>, with `preset`, `seed`, (0: the preset's) schedule and more
+  `train_flags`."""
+
+  data_dir: str = ""
+  trials: Tuple[int, ...] = REGDB_TRIALS
+  output_dir: str = "runs/regdb"
+  preset: str = "paper"
+  seed: int = 0
+  warmup_steps: int = 0
+  joint_steps: int = 0
+  train_flags: Tuple[str, ...] = ()  # more flags of python -m jsia_tf.train, every run
+
+  def __post_init__(self):
+    require(bool(self.data_dir), "data_dir", self.data_dir, "a RegDB-layout directory")
+    require(len(self.trials) > 0, "trials", self.trials, "at least one trial")
+    require(all(t in REGDB_TRIALS for t in self.trials) and
+            len(set(self.trials)) == len(self.trials), "trials", self.trials,
+            "distinct trials among 1-10")
     require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
     require(self.joint_steps >= 0, "joint_steps", self.joint_steps, "an integer >= 0")

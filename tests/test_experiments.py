@@ -108,7 +108,7 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
 @pytest.mark.parametrize("args, message", [
     (["--rows=1,7,9"], r"--rows=1,7,9: unknown row\(s\) \[7, 9\]; expected rows 1, 2, 3, "
                        r"4, 5, 6, 8 of Table 3 \(row 7 needs a switch"),
-    (["--rows=a-b"], r"--rows='a-b' is invalid: expected row numbers"),
+    (["--rows=a-b"], r"--rows='a-b' is invalid: expected numbers"),
     (["--seeds=0"], r"--seeds=0 is invalid: expected at least 1 seed per row"),
     (["--rows=1,1"], r"--rows=\(1, 1\) is invalid: expected rows without repeats"),
 ])
@@ -124,3 +124,43 @@ def test_ablation_bad_input_is_one_error_line(args, message, tmp_path):
 def test_ablation_config_refuses_an_empty_row_list():
   with pytest.raises(errors.ConfigError, match="--rows=\\(\\) is invalid"):
     config_lib.AblationConfig(rows=())
+
+
+def test_regdb_runner_evaluates_each_trial_on_its_own_test_ids(tmp_path, regdb_dir):
+  from jsia_tf.data import readers  # pylint: disable=import-outside-toplevel
+  from jsia_tf.evaluation import features as features_lib
+  from jsia_tf.experiments import table2
+  cfg = config_lib.RegdbExperimentConfig(
+      data_dir=regdb_dir, trials=(1, 2), output_dir=str(tmp_path / "regdb"),
+      preset="tiny", warmup_steps=1, joint_steps=1,
+      train_flags=("--batch_p=2", "--gen_ids=2"))  # a trial has 3 training ids
+  lines = []
+  result = table2.run(cfg, log=lines.append)
+  test_ids = {t: {r.pid for r in readers.read_regdb(regdb_dir, "test", t)} for t in (1, 2)}
+  assert test_ids[1] != test_ids[2]  # the check below can tell the trials apart
+  for t in (1, 2):
+    feats = features_lib.load(os.path.join(cfg.output_dir, f"trial{t}", "eval",
+                                           "features.npz"))
+    assert set(np.unique(feats.ids).tolist()) == test_ids[t], t
+  for name, short in table2.DIRECTIONS.items():
+    r1 = [result["trials"][str(t)][f"{short}/R1"] for t in (1, 2)]
+    assert result["directions"][name]["R1"] == stats.summarize(r1)
+  with open(os.path.join(cfg.output_dir, "regdb.md")) as f:
+    text = f.read()
+  assert "| visible->thermal | " in text and "2 trials: 1, 2" in text
+  assert any("run 2/2 trial2: --dataset=regdb" in line for line in lines)
+
+
+def test_regdb_runner_bad_input(tmp_path, regdb_copy):
+  os.remove(os.path.join(regdb_copy, "idx", "test_thermal_3.txt"))
+  cases = [([f"--data_dir={regdb_copy}", "--trials=1,3"], r"test_thermal_3\.txt"),
+           ([f"--data_dir={regdb_copy}", "--trials=0-2"],
+            r"--trials=\(0, 1, 2\) is invalid: expected distinct trials among 1-10"),
+           (["--trials=1"], r"--data_dir='' is invalid: expected a RegDB-layout directory")]
+  for args, message in cases:
+    proc = run_python("-m", "jsia_tf.experiments.regdb", *args,
+                      f"--output_dir={tmp_path}/out")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
+    assert not os.path.exists(tmp_path / "out")

@@ -45,6 +45,11 @@ def final_metrics(report: Dict, setting: str = SYSU_SETTING) -> Dict[str, float]
   return {k: 100.0 * float(mean[k]) for k in COLUMNS}
 
 
+def sysu_metrics(report: Dict) -> Dict[str, float]:
+  """A SYSU-MM01 run's HParams metrics: Table 3's setting."""
+  return final_metrics(report, SYSU_SETTING)
+
+
 def write_hparams(workdir: str, spec: RunSpec, metrics: Dict[str, float]) -> str:
   """The run's HParams summary and its final metrics, in WORKDIR/hparams."""
   logdir = os.path.join(workdir, HPARAMS_DIR)
@@ -55,22 +60,25 @@ def write_hparams(workdir: str, spec: RunSpec, metrics: Dict[str, float]) -> str
   return logdir
 
 
-def write_hparams_config(output_dir: str, specs: Sequence[RunSpec]) -> None:
+def write_hparams_config(output_dir: str, specs: Sequence[RunSpec],
+                         metric_names: Sequence[str]) -> None:
   """The experiment's HParams config (every switch and metric), at its root."""
   names = sorted({k for s in specs for k in s.hparams})
   with tf.summary.create_file_writer(output_dir).as_default():
     hp.hparams_config(hparams=[hp.HParam(n) for n in names],
-                      metrics=[hp.Metric(f"final/{k}", display_name=k) for k in COLUMNS])
+                      metrics=[hp.Metric(f"final/{k}", display_name=k) for k in metric_names])
 
 
 def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None] = print,
-            setting: str = SYSU_SETTING) -> Dict[str, Dict]:
+            metrics: Callable[[Dict], Dict[str, float]] = sysu_metrics,
+            metric_names: Sequence[str] = COLUMNS) -> Dict[str, Dict]:
   """Trains every run of `specs` that has no final report yet (resuming any that
-  has a checkpoint), in order; returns {name: its final report}."""
+  has a checkpoint), in order; returns {name: its final report}. `metrics` maps a
+  report to the HParams metrics `metric_names`."""
   if len({s.name for s in specs}) != len(specs):
     raise ValueError(f"run names repeat: {[s.name for s in specs]}")
   os.makedirs(output_dir, exist_ok=True)
-  write_hparams_config(output_dir, specs)
+  write_hparams_config(output_dir, specs, metric_names)
   reports, trained_seconds, trained = {}, 0.0, 0
   for i, spec in enumerate(specs):
     workdir = os.path.join(output_dir, spec.name)
@@ -90,7 +98,7 @@ def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None
       keras.backend.clear_session()  # the next run builds its own networks
     with open(report_path(workdir)) as f:
       reports[spec.name] = json.load(f)
-    write_hparams(workdir, spec, final_metrics(reports[spec.name], setting))
+    write_hparams(workdir, spec, metrics(reports[spec.name]))
   return reports
 
 

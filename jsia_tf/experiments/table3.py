@@ -52,6 +52,7 @@ def specs(cfg: config_lib.AblationConfig) -> List[runner.RunSpec]:
   for name in ("warmup_steps", "joint_steps"):
     if getattr(cfg, name):
       common.append(f"--{name}={getattr(cfg, name)}")
+  common += list(cfg.train_flags)
   return [runner.RunSpec(f"row{row}_seed{seed}",
                          tuple(common + row_flags(row) + [f"--seed={seed}"]),
                          {"row": row, "seed": seed, **dict(zip(PARTS, ROWS[row]))})
