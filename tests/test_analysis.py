@@ -182,7 +182,8 @@ def test_analysis_writes_table4_with_every_number(analysed):
   _, result, report, lines = analysed
   t4 = result["table4"]
   assert t4["pairs"] >= 10
-  for key in ("FRI", "FLS", "FRI_rgb_rgb2ir", "FRI_ir_ir2rgb"):
+  for key in ("FRI", "FLS", "FRI_rgb_rgb2ir", "FRI_ir_ir2rgb", "real_same_person",
+              "real_two_people"):
     assert 0.0 <= t4["MD"][key] <= 2.0
   for key in ("FRI_rgb", "FRI_ir", "FLS_rgb", "FLS_ir"):
     assert t4["FID"][key] > 0 and np.isfinite(t4["KID"][key]["mean"])

@@ -210,6 +210,10 @@ def table4(run: Run, images: Dict[str, np.ndarray], judge, inception, cfg, log) 
         "FLS_mix_rgb_mix_ir": metrics.mean_pair_distance(e["x_mix_rgb"], e["x_mix_ir"])}
   md["FRI"] = (md["FRI_rgb_rgb2ir"] + md["FRI_ir_ir2rgb"]) / 2.0
   md["FLS"] = md["FLS_mix_rgb_mix_ir"]
+  # The judge's scale: real RGB-IR pairs of one person, and of two people.
+  md["real_same_person"] = metrics.mean_pair_distance(e["x_rgb_gen"], e["x_ir_gen"])
+  md["real_two_people"] = metrics.mean_pair_distance(e["x_rgb_gen"],
+                                                     e["x_ir_gen"][images["partner"]])
   result = {"MD": md, "pairs": int(len(images["x_rgb_gen"]))}
   if inception is None:
     return result
@@ -324,7 +328,9 @@ def format_report(result: Dict) -> str:
                  f"{_kid_cell(k)} |")
   lines += ["", f"MD judge: {s['judge']}. MD: mean L2 distance of the L2-normalised Eq. (17) "
             "embeddings of the two images of a pair (in [0, 2]); FLS's MD pairs x_mix_rgb "
-            "with x_mix_ir.",
+            "with x_mix_ir. The judge's scale, on the same real test pairs: "
+            f"{t4['MD']['real_same_person']:.3f} between the real RGB and IR images of one "
+            f"person, {t4['MD']['real_two_people']:.3f} of two people.",
             f"Sample sizes: {t4['pairs']} FRI pairs (and as many FLS pairs) from the test "
             f"split; FID / KID compare {t4['pairs']} generated with {t4['pairs']} real "
             "images per modality, all at generation size. FID is biased upwards below "
