@@ -1,5 +1,5 @@
 """Flags of the experiment runners (`python -m jsia_tf.experiments.ablation`,
-`python -m jsia_tf.experiments.regdb`)."""
+`python -m jsia_tf.experiments.regdb`, `python -m jsia_tf.experiments.sweep`)."""
 
 from absl import flags
 
@@ -83,3 +83,34 @@ def regdb_config_from_flags(flag_values=flags.FLAGS) -> config_lib.RegdbExperime
   """The `RegdbExperimentConfig` of the parsed flags."""
   return common.config_from_flags(config_lib.RegdbExperimentConfig, flag_values,
                                   trials=parse_rows(flag_values.trials, "trials"))
+
+
+def define_sweep_flags(flag_values=flags.FLAGS):
+  """Defines the Fig. 5 sweep's flags; defaults come from `SweepConfig`."""
+  flags.DEFINE_enum("param", "lambda_il", list(config_lib.SWEEP_PARAMS), "The swept "
+                    "parameter.", flag_values=flag_values)
+  flags.DEFINE_list("values", [], "Its values, e.g. 0,0.001,0.01,0.1,1.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("seeds", 1, "Runs per value, with --seed=0 .. N-1.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output_dir", "", "Where the runs, sweep.md, sweep.json and "
+                      "sweep.png go; empty: runs/sweep_<param>.", flag_values=flag_values)
+  flags.DEFINE_string("data_dir", "", "A SYSU-MM01-layout set; empty: the generated "
+                      "demo set.", flag_values=flag_values)
+  flags.DEFINE_enum("preset", "demo", list(config_lib.TRAIN_PRESETS), "Model preset "
+                    "of every run.", flag_values=flag_values)
+  flags.DEFINE_integer("warmup_steps", 0, "Warm-up steps per run; 0: the preset's.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("joint_steps", 0, "Joint steps per run; 0: the preset's.",
+                       flag_values=flag_values)
+  _define_train_flags(flag_values)
+
+
+def sweep_config_from_flags(flag_values=flags.FLAGS) -> config_lib.SweepConfig:
+  """The `SweepConfig` of the parsed flags."""
+  try:
+    values = tuple(float(v) for v in flag_values["values"].value)
+  except ValueError:
+    raise errors.ConfigError(f"--values={','.join(flag_values['values'].value)} is "
+                             "invalid: expected numbers such as 0,0.01,0.1,1") from None
+  return common.config_from_flags(config_lib.SweepConfig, flag_values, values=values)

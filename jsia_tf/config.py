@@ -544,3 +544,38 @@ class RegdbExperimentConfig:
             "distinct trials among 1-10")
     require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
     require(self.joint_steps >= 0, "joint_steps", self.joint_steps, "an integer >= 0")
+
+
+SWEEP_PARAMS = ("lambda_il", "lambda_lr", "lambda_ui", "num_stripes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """What `python -m jsia_tf.experiments.sweep` runs (Fig. 5): one training run per
+  (value of `param`, seed), in OUTPUT_DIR/<param>_<value>_seed<s> (OUTPUT_DIR
+  defaults to runs/sweep_<param>), otherwise as `AblationConfig`."""
+
+  param: str = "lambda_il"
+  values: Tuple[float, ...] = ()
+  seeds: int = 1
+  output_dir: str = ""
+  data_dir: str = ""
+  preset: str = "demo"
+  warmup_steps: int = 0
+  joint_steps: int = 0
+  train_flags: Tuple[str, ...] = ()
+
+  def __post_init__(self):
+    require(self.param in SWEEP_PARAMS, "param", self.param, " or ".join(SWEEP_PARAMS))
+    require(len(self.values) > 0, "values", self.values, "at least one value")
+    require(len(set(self.values)) == len(self.values), "values", self.values,
+            "values without repeats")
+    if self.param == "num_stripes":
+      require(all(v >= 1 and float(v).is_integer() for v in self.values), "values",
+              self.values, "whole numbers of stripes >= 1")
+    else:
+      require(all(v >= 0 for v in self.values), "values", self.values,
+              f"loss weights >= 0 for {self.param}")
+    require(self.seeds >= 1, "seeds", self.seeds, "at least 1 seed per value")
+    require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+    require(self.joint_steps >= 0, "joint_steps", self.joint_steps, "an integer >= 0")

@@ -164,3 +164,37 @@ def test_regdb_runner_bad_input(tmp_path, regdb_copy):
     errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_sweep_runs_each_value_and_plots_r1(tmp_path, sysu_dir):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from jsia_tf.experiments import fig5
+  cfg = config_lib.SweepConfig(param="lambda_il", values=(0.0, 0.5), seeds=1,
+                               output_dir=str(tmp_path / "sweep"), data_dir=sysu_dir,
+                               preset="tiny", warmup_steps=1, joint_steps=1)
+  specs = fig5.specs(cfg)
+  assert [s.name for s in specs] == ["lambda_il_0_seed0", "lambda_il_0.5_seed0"]
+  assert specs[1].argv[-2:] == ("--lambda_il=0.5", "--seed=0")
+  result = fig5.run(cfg, log=lambda _: None)
+  assert [r["row"] for r in result["rows"]] == ["0", "0.5"]
+  assert result["rows"][1]["R1"]["mean"] == pytest.approx(
+      result["runs"]["lambda_il_0.5_seed0"]["metrics"]["R1"])
+  assert Image.open(tmp_path / "sweep" / "sweep.png").size[0] > 300
+  stripes = config_lib.SweepConfig(param="num_stripes", values=(2.0, 4.0))
+  assert fig5.specs(stripes)[1].argv[-2] == "--num_stripes=4"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--param=lambda_il", "--values=0,-0.1"],
+     r"--values=\(0.0, -0.1\) is invalid: expected loss weights >= 0 for lambda_il"),
+    (["--param=num_stripes", "--values=2,2.5"], r"expected whole numbers of stripes"),
+    (["--param=lambda_lr", "--values=0,x"], r"--values=0,x is invalid: expected numbers"),
+    (["--param=lambda_lr"], r"--values=\(\) is invalid: expected at least one value"),
+])
+def test_sweep_bad_input_is_one_error_line(args, message, tmp_path):
+  proc = run_python("-m", "jsia_tf.experiments.sweep", *args,
+                    f"--output_dir={tmp_path}/out")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
+  assert not os.path.exists(tmp_path / "out")

@@ -34,6 +34,19 @@ class RunSpec:
   hparams: Dict[str, Any]
 
 
+def common_flags(cfg) -> List[str]:
+  """The train flags every run of an experiment config shares: its preset, data
+  set, schedule (0: the preset's) and `train_flags`; no per-step images or
+  evaluations (each run is evaluated once, at its end)."""
+  out = [f"--preset={cfg.preset}", "--image_every=0", "--eval_every=0"]
+  if cfg.data_dir:
+    out.append(f"--data_dir={cfg.data_dir}")
+  for name in ("warmup_steps", "joint_steps"):
+    if getattr(cfg, name):
+      out.append(f"--{name}={getattr(cfg, name)}")
+  return out + list(cfg.train_flags)
+
+
 def report_path(workdir: str) -> str:
   """Where a finished run's final evaluation is (`training.loop`)."""
   return os.path.join(workdir, "eval", "report.json")

@@ -26,12 +26,7 @@ def check_trials(cfg: config_lib.RegdbExperimentConfig) -> None:
 
 def specs(cfg: config_lib.RegdbExperimentConfig) -> List[runner.RunSpec]:
   """One run per trial."""
-  common = ["--dataset=regdb", f"--data_dir={cfg.data_dir}", f"--preset={cfg.preset}",
-            f"--seed={cfg.seed}", "--image_every=0", "--eval_every=0"]
-  for name in ("warmup_steps", "joint_steps"):
-    if getattr(cfg, name):
-      common.append(f"--{name}={getattr(cfg, name)}")
-  common += list(cfg.train_flags)
+  common = ["--dataset=regdb", f"--seed={cfg.seed}"] + runner.common_flags(cfg)
   return [runner.RunSpec(f"trial{trial}", tuple(common + [f"--trial={trial}"]),
                          {"trial": trial, "seed": cfg.seed}) for trial in cfg.trials]
 

@@ -46,13 +46,7 @@ def specs(cfg: config_lib.AblationConfig) -> List[runner.RunSpec]:
         f"--rows={','.join(map(str, cfg.rows))}: unknown row(s) {unknown}; expected "
         f"rows {', '.join(map(str, sorted(ROWS)))} of Table 3 (row 7 needs a switch "
         "jsia_tf does not have yet)")
-  common = [f"--preset={cfg.preset}", "--image_every=0", "--eval_every=0"]
-  if cfg.data_dir:
-    common.append(f"--data_dir={cfg.data_dir}")
-  for name in ("warmup_steps", "joint_steps"):
-    if getattr(cfg, name):
-      common.append(f"--{name}={getattr(cfg, name)}")
-  common += list(cfg.train_flags)
+  common = runner.common_flags(cfg)
   return [runner.RunSpec(f"row{row}_seed{seed}",
                          tuple(common + row_flags(row) + [f"--seed={seed}"]),
                          {"row": row, "seed": seed, **dict(zip(PARTS, ROWS[row]))})
