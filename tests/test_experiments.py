@@ -4,6 +4,7 @@ its bad input."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -57,12 +58,21 @@ def _ablation_config(tmp_path, sysu_dir, **kwargs):
   return config_lib.AblationConfig(**values)
 
 
-def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
+def _finished_copy(tiny_run, workdir):
+  """A finished run at `workdir`: a copy of the tiny run's workdir (its report)."""
+  shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns("checkpoints"))
+
+
+def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
+  """Of the 4 runs, row1_seed0 trains, row1_seed1 and row2_seed0 are finished
+  before (reused), row2_seed1 stopped after its first step (resumed)."""
   from jsia_tf.experiments import runner  # pylint: disable=import-outside-toplevel
   from jsia_tf.experiments import table3
   from jsia_tf.training import loop
   from flags import train_flags
   cfg = _ablation_config(tmp_path, sysu_dir)
+  for name in ("row1_seed1", "row2_seed0"):
+    _finished_copy(tiny_run, os.path.join(cfg.output_dir, name))
   # An unfinished run: row 2 seed 1 stopped after its first step.
   spec = table3.specs(cfg)[3]
   assert spec.name == "row2_seed1" and "--seed=1" in spec.argv
@@ -80,6 +90,7 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir):
   assert any("run 1/4 row1_seed0: --preset=tiny" in line and "--noshare_sl" in line
              for line in lines)
   assert any("[row2_seed1] resumed from" in line for line in lines)
+  assert sum("finished before, reusing" in line for line in lines) == 2
   # Every number of the table comes from the runs' reports.
   r1 = [result["runs"][f"row2_seed{s}"]["metrics"]["R1"] for s in (0, 1)]
   base = [result["runs"][f"row1_seed{s}"]["metrics"]["R1"] for s in (0, 1)]
@@ -131,24 +142,23 @@ def test_regdb_runner_evaluates_each_trial_on_its_own_test_ids(tmp_path, regdb_d
   from jsia_tf.evaluation import features as features_lib
   from jsia_tf.experiments import table2
   cfg = config_lib.RegdbExperimentConfig(
-      data_dir=regdb_dir, trials=(1, 2), output_dir=str(tmp_path / "regdb"),
+      data_dir=regdb_dir, trials=(2,), output_dir=str(tmp_path / "regdb"),
       preset="tiny", warmup_steps=1, joint_steps=1,
       train_flags=("--batch_p=2", "--gen_ids=2"))  # a trial has 3 training ids
   lines = []
   result = table2.run(cfg, log=lines.append)
   test_ids = {t: {r.pid for r in readers.read_regdb(regdb_dir, "test", t)} for t in (1, 2)}
   assert test_ids[1] != test_ids[2]  # the check below can tell the trials apart
-  for t in (1, 2):
-    feats = features_lib.load(os.path.join(cfg.output_dir, f"trial{t}", "eval",
-                                           "features.npz"))
-    assert set(np.unique(feats.ids).tolist()) == test_ids[t], t
+  feats = features_lib.load(os.path.join(cfg.output_dir, "trial2", "eval", "features.npz"))
+  assert set(np.unique(feats.ids).tolist()) == test_ids[2]
   for name, short in table2.DIRECTIONS.items():
-    r1 = [result["trials"][str(t)][f"{short}/R1"] for t in (1, 2)]
-    assert result["directions"][name]["R1"] == stats.summarize(r1)
+    assert result["directions"][name]["R1"] == stats.summarize(
+        [result["trials"]["2"][f"{short}/R1"]])
   with open(os.path.join(cfg.output_dir, "regdb.md")) as f:
     text = f.read()
-  assert "| visible->thermal | " in text and "2 trials: 1, 2" in text
-  assert any("run 2/2 trial2: --dataset=regdb" in line for line in lines)
+  assert "| visible->thermal | " in text and "1 trials: 2" in text
+  assert any("run 1/1 trial2: --dataset=regdb" in line and "--trial=2" in line
+             for line in lines)
 
 
 def test_regdb_runner_bad_input(tmp_path, regdb_copy):
@@ -166,7 +176,9 @@ def test_regdb_runner_bad_input(tmp_path, regdb_copy):
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_sweep_runs_each_value_and_plots_r1(tmp_path, sysu_dir):
+def test_sweep_tables_and_plots_r1_per_value(tmp_path, sysu_dir, tiny_run):
+  """The sweep's runs and table; its runs are finished ones (the runs themselves are
+  the Table 3 runner's, tested above)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from jsia_tf.experiments import fig5
   cfg = config_lib.SweepConfig(param="lambda_il", values=(0.0, 0.5), seeds=1,
@@ -175,6 +187,8 @@ def test_sweep_runs_each_value_and_plots_r1(tmp_path, sysu_dir):
   specs = fig5.specs(cfg)
   assert [s.name for s in specs] == ["lambda_il_0_seed0", "lambda_il_0.5_seed0"]
   assert specs[1].argv[-2:] == ("--lambda_il=0.5", "--seed=0")
+  for s in specs:
+    _finished_copy(tiny_run, os.path.join(cfg.output_dir, s.name))
   result = fig5.run(cfg, log=lambda _: None)
   assert [r["row"] for r in result["rows"]] == ["0", "0.5"]
   assert result["rows"][1]["R1"]["mean"] == pytest.approx(
