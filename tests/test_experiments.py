@@ -4,6 +4,7 @@ its bad input."""
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -124,11 +125,17 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
     (["--rows=1,1"], r"--rows=\(1, 1\) is invalid: expected rows without repeats"),
 ])
 def test_ablation_bad_input_is_one_error_line(args, message, tmp_path):
-  proc = run_python("-m", "jsia_tf.experiments.ablation", *args,
+  _assert_one_error_line("ablation", args, message, tmp_path)
+
+
+def _assert_one_error_line(runner_module, args, message, tmp_path):
+  """`python -m jsia_tf.experiments.<runner_module> ARGS` fails with exit code 2 and
+  one `error:` line matching `message`, before it writes anything."""
+  proc = run_python("-m", f"jsia_tf.experiments.{runner_module}", *args,
                     f"--output_dir={tmp_path}/out")
   assert proc.returncode == 2, proc.stderr[-2000:]
   errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
+  assert len(errors_) == 1 and re.search(message, errors_[0]), proc.stderr
   assert not os.path.exists(tmp_path / "out")
 
 
@@ -168,12 +175,7 @@ def test_regdb_runner_bad_input(tmp_path, regdb_copy):
             r"--trials=\(0, 1, 2\) is invalid: expected distinct trials among 1-10"),
            (["--trials=1"], r"--data_dir='' is invalid: expected a RegDB-layout directory")]
   for args, message in cases:
-    proc = run_python("-m", "jsia_tf.experiments.regdb", *args,
-                      f"--output_dir={tmp_path}/out")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
-    assert not os.path.exists(tmp_path / "out")
+    _assert_one_error_line("regdb", args, message, tmp_path)
 
 
 def test_sweep_tables_and_plots_r1_per_value(tmp_path, sysu_dir, tiny_run):
@@ -206,9 +208,4 @@ def test_sweep_tables_and_plots_r1_per_value(tmp_path, sysu_dir, tiny_run):
     (["--param=lambda_lr"], r"--values=\(\) is invalid: expected at least one value"),
 ])
 def test_sweep_bad_input_is_one_error_line(args, message, tmp_path):
-  proc = run_python("-m", "jsia_tf.experiments.sweep", *args,
-                    f"--output_dir={tmp_path}/out")
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  errors_ = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors_) == 1 and __import__("re").search(message, errors_[0]), proc.stderr
-  assert not os.path.exists(tmp_path / "out")
+  _assert_one_error_line("sweep", args, message, tmp_path)

@@ -1,7 +1,6 @@
 """Fig. 5 of the paper: R1 against one parameter (lambda_il, lambda_lr, lambda_ui,
 num_stripes), several seeds per value, each value's runs resumable."""
 
-import json
 import os
 from typing import Callable, Dict, List
 
@@ -75,9 +74,5 @@ def run(cfg: config_lib.SweepConfig, log: Callable[[str], None] = print) -> Dict
             "runs": {s.name: {"hparams": s.hparams,
                               "metrics": runner.final_metrics(reports[s.name])}
                      for s in run_specs}}
-  with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
-    f.write(text)
-  with open(os.path.join(out_dir, JSON_FILE), "w") as f:
-    json.dump(result, f, indent=1)
-  log(text)
+  runner.write_results(out_dir, TABLE_FILE, text, JSON_FILE, result, log)
   return result

@@ -115,6 +115,16 @@ def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None
   return reports
 
 
+def write_results(output_dir: str, table_file: str, text: str, json_file: str,
+                  result: Dict, log: Callable[[str], None]) -> None:
+  """Writes an experiment's markdown table and JSON result and logs the table."""
+  with open(os.path.join(output_dir, table_file), "w") as f:
+    f.write(text)
+  with open(os.path.join(output_dir, json_file), "w") as f:
+    json.dump(result, f, indent=1)
+  log(text)
+
+
 def rows_table(groups: Dict[str, List[Dict[str, float]]], baseline: str = None
                ) -> List[Dict]:
   """Per group (a table row: its runs' final metrics, one per seed in seed order):

@@ -3,7 +3,6 @@ training ids and evaluated on that trial's test ids only (evaluating a model on
 another trial's test set would test it on images it trained on), then mean +- std
 over the trials for visible->thermal and thermal->visible."""
 
-import json
 import os
 from typing import Callable, Dict, List
 
@@ -62,9 +61,5 @@ def run(cfg: config_lib.RegdbExperimentConfig, log: Callable[[str], None] = prin
   text = "\n".join(lines) + "\n"
   result = {"config": config_lib.to_dict(cfg), "directions": table,
             "trials": {str(t): m for t, m in per_trial.items()}}
-  with open(os.path.join(cfg.output_dir, TABLE_FILE), "w") as f:
-    f.write(text)
-  with open(os.path.join(cfg.output_dir, JSON_FILE), "w") as f:
-    json.dump(result, f, indent=1)
-  log(text)
+  runner.write_results(cfg.output_dir, TABLE_FILE, text, JSON_FILE, result, log)
   return result

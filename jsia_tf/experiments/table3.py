@@ -9,7 +9,6 @@ disentanglement, a feature-level GAN as in cmGAN) needs a switch that jsia_tf do
 not have yet (issue 17) and is refused.
 """
 
-import json
 import os
 from typing import Callable, Dict, List
 
@@ -79,9 +78,5 @@ def run(cfg: config_lib.AblationConfig, log: Callable[[str], None] = print) -> D
             "runs": {s.name: {"hparams": s.hparams,
                               "metrics": runner.final_metrics(reports[s.name])}
                      for s in run_specs}}
-  with open(os.path.join(cfg.output_dir, TABLE_FILE), "w") as f:
-    f.write(text)
-  with open(os.path.join(cfg.output_dir, JSON_FILE), "w") as f:
-    json.dump(result, f, indent=1)
-  log(text)
+  runner.write_results(cfg.output_dir, TABLE_FILE, text, JSON_FILE, result, log)
   return result
