@@ -20,6 +20,7 @@ between two people, in both modalities, the real images at the ends.
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Callable, Dict, List, Optional
@@ -60,9 +61,12 @@ class Run:
   data: config_lib.DataConfig
   model: jsia.JSIA
 
-  def embed(self, x: tf.Tensor) -> tf.Tensor:
-    """The run's Eq. (17) embeddings of images in [-1, 1] at its image size."""
-    return self.model.F.embed(x, flip_average=self.cfg.train.flip_average)
+  @functools.cached_property
+  def embed(self) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The run's Eq. (17) embeddings of images in [-1, 1] at its image size: one
+    tf.function for MD's judge and Fig. 4 (traced once)."""
+    return tf.function(lambda x: self.model.F.embed(
+        x, flip_average=self.cfg.train.flip_average))
 
 
 def _check_same_data(main_cfg, cfg, workdir: str, flag: str) -> None:
@@ -192,7 +196,7 @@ def generate_pairs(run: Run, x_rgb: np.ndarray, x_ir: np.ndarray, ids: np.ndarra
 def _judge(run: Run, reid_model: str):
   """(label, embed): MD's judge, images in [-1, 1] at the run's image size -> [N, D]."""
   if not reid_model:
-    return f"the run's own F ({run.checkpoint})", tf.function(run.embed)
+    return f"the run's own F ({run.checkpoint})", run.embed
   served = saved_model.Served(reid_model, "reid_model")
   return f"the export {served.directory} (step {served.metadata['step']})", served.embed
 
@@ -217,8 +221,7 @@ def table4(run: Run, images: Dict[str, np.ndarray], judge, inception, cfg, log) 
   result = {"MD": md, "pairs": int(len(images["x_rgb_gen"]))}
   if inception is None:
     return result
-  to_255 = lambda x: (x + 1.0) * 127.5
-  feats = {k: inception.features(to_255(images[k]), log=log, what=k)
+  feats = {k: inception.features(pipeline.from_model_range(images[k]), log=log, what=k)
            for k in ("x_rgb_gen", "x_ir_gen", "x_rgb2ir", "x_ir2rgb", "x_mix_rgb",
                      "x_mix_ir")}
   # (generated, real of its modality)
@@ -246,11 +249,10 @@ def _subset(table: table_lib.ImageTable, max_images: int, seed: int) -> table_li
 def similarity_panels(run: Run, tables: Dict[str, table_lib.ImageTable], log) -> List[Dict]:
   """Fig. 4's panels of `run`: per split, the intra / inter similarities, their
   means and the ROC AUC of intra against inter."""
-  embed = tf.function(run.embed)
   panels = []
   for split, table in tables.items():
     log(f"{run.label}: embedding {len(table)} {split} images for Fig. 4")
-    f = extract.extract_features(embed, table, run.data, log=log).features
+    f = extract.extract_features(run.embed, table, run.data, log=log).features
     rgb, ir = table.modality == layouts.RGB, table.modality == layouts.IR
     s = metrics.cross_modality_similarities(f[rgb], table.pid[rgb], f[ir], table.pid[ir])
     panels.append({"run": run.label, "split": split, "intra": s["intra"],

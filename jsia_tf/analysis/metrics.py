@@ -7,6 +7,8 @@ import numpy as np
 import scipy.linalg
 import scipy.stats
 
+from jsia_tf.evaluation import features as features_lib
+
 
 def feature_statistics(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """(mean [D], covariance [D, D]) of features [N, D], the covariance with N - 1
@@ -88,17 +90,10 @@ def kid(features_1: np.ndarray, features_2: np.ndarray, num_subsets: int = 100,
           "subset_size": int(size), "num_subsets": int(num_subsets)}
 
 
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-  """Rows of features [N, D] scaled to unit L2 norm (zero rows stay zero)."""
-  features = np.asarray(features, np.float64)
-  norms = np.linalg.norm(features, axis=1, keepdims=True)
-  return features / np.maximum(norms, 1e-12)
-
-
 def mean_pair_distance(embeddings_1: np.ndarray, embeddings_2: np.ndarray) -> float:
   """MD (Table 4, identity consistency): the mean over pairs i of the L2 distance
   between the L2-normalised embeddings of row i of each set (in [0, 2])."""
-  a, b = l2_normalize(embeddings_1), l2_normalize(embeddings_2)
+  a, b = features_lib.l2_normalize(embeddings_1), features_lib.l2_normalize(embeddings_2)
   if a.shape != b.shape:
     raise ValueError(f"MD needs paired embeddings of one shape, got {a.shape} and {b.shape}")
   return float(np.linalg.norm(a - b, axis=1).mean())
@@ -108,7 +103,7 @@ def cross_modality_similarities(rgb: np.ndarray, rgb_ids: np.ndarray, ir: np.nda
                                 ir_ids: np.ndarray) -> Dict[str, np.ndarray]:
   """Fig. 4: the cosine similarity of every (RGB, IR) pair of embeddings,
   {"intra": pairs of one person, "inter": pairs of two}."""
-  similarity = l2_normalize(rgb).dot(l2_normalize(ir).T)
+  similarity = features_lib.l2_normalize(rgb).dot(features_lib.l2_normalize(ir).T)
   same = np.asarray(rgb_ids)[:, None] == np.asarray(ir_ids)[None, :]
   return {"intra": similarity[same], "inter": similarity[~same]}
 

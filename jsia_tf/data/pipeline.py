@@ -100,6 +100,11 @@ def to_model_range(image: tf.Tensor) -> tf.Tensor:
   return image / 127.5 - 1.0
 
 
+def from_model_range(image: tf.Tensor) -> tf.Tensor:
+  """[-1, 1] -> [0, 255]: the inverse of `to_model_range` (tensors or arrays)."""
+  return (image + 1.0) * 127.5
+
+
 def augment(image: tf.Tensor, seed: tf.Tensor, cfg: config_lib.DataConfig) -> tf.Tensor:
   """Random flip / pad-and-crop / erasing of one [H, W, 3] image, from a stateless
   `seed` [2] so that the stream is a function of the config seed and batch index."""

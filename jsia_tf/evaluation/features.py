@@ -85,15 +85,20 @@ def load(path: str) -> FeatureSet:
     raise errors.DataError(f"features file {path}: {e}") from None
 
 
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+  """Rows of features [N, D] scaled to unit L2 norm, in float64 (zero rows stay
+  zero)."""
+  features = np.asarray(features, np.float64)
+  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def distance_matrix(query: np.ndarray, gallery: np.ndarray, distance: str) -> np.ndarray:
   """[Q, G] float64 distances: "cosine" (1 - cosine similarity of L2-normalised
   features, Eq. 17) or "euclidean"."""
   q = np.asarray(query, np.float64)
   g = np.asarray(gallery, np.float64)
   if distance == "cosine":
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    return 1.0 - q @ g.T
+    return 1.0 - l2_normalize(q) @ l2_normalize(g).T
   if distance == "euclidean":
     squared = (q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2.0 * q @ g.T
     return np.sqrt(np.maximum(squared, 0.0))

@@ -144,7 +144,8 @@ def rows_table(groups: Dict[str, List[Dict[str, float]]], baseline: str = None
   return table
 
 
-def _cell(s: Dict) -> str:
+def cell(s: Dict) -> str:
+  """A table cell of `stats.summarize`'s result: mean (+- std with 2+ values)."""
   return f"{s['mean']:.2f}" + ("" if s["std"] is None else f" +- {s['std']:.2f}")
 
 
@@ -167,7 +168,7 @@ def format_table(table: List[Dict], labels: Dict[str, str], baseline: str = None
     align += " | --- | ---"
   lines = [header + " |", align + " |"]
   for row in table:
-    cells = [labels[row["row"]]] + [_cell(row[k]) for k in COLUMNS]
+    cells = [labels[row["row"]]] + [cell(row[k]) for k in COLUMNS]
     if baseline is not None:
       diff = row.get("vs_" + baseline)
       cells += ["-", "-"] if diff is None else [_interval(diff["R1"]), _interval(diff["mAP"])]

@@ -54,10 +54,8 @@ def run(cfg: config_lib.RegdbExperimentConfig, log: Callable[[str], None] = prin
            "| direction | " + " | ".join(runner.COLUMNS) + " |",
            "| --- | " + " | ".join("---" for _ in runner.COLUMNS) + " |"]
   for name in DIRECTIONS:
-    lines.append(f"| {name} | " + " | ".join(
-        f"{table[name][k]['mean']:.2f}" + ("" if table[name][k]["std"] is None
-                                           else f" +- {table[name][k]['std']:.2f}")
-        for k in runner.COLUMNS) + " |")
+    lines.append(f"| {name} | " + " | ".join(runner.cell(table[name][k])
+                                             for k in runner.COLUMNS) + " |")
   text = "\n".join(lines) + "\n"
   result = {"config": config_lib.to_dict(cfg), "directions": table,
             "trials": {str(t): m for t, m in per_trial.items()}}

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf.data import pipeline
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.training import experiment
 
@@ -171,7 +172,7 @@ class Served:
 
   def embed(self, x: tf.Tensor) -> tf.Tensor:
     """Images in [-1, 1] (evaluation's pipeline) -> embeddings [B, D]."""
-    return self.embed_images((x + 1.0) * 127.5)
+    return self.embed_images(pipeline.from_model_range(x))
 
 
 def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
