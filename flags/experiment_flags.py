@@ -39,16 +39,18 @@ def define_ablation_flags(flag_values=flags.FLAGS):
                       "dashboard reads).", flag_values=flag_values)
   flags.DEFINE_string("data_dir", d.data_dir, "A SYSU-MM01-layout set; empty: the "
                       "generated demo set.", flag_values=flag_values)
-  flags.DEFINE_enum("preset", d.preset, list(config_lib.TRAIN_PRESETS), "Model preset "
+  _define_run_flags(flag_values, d.preset)
+
+
+def _define_run_flags(flag_values, preset: str):
+  """The flags every runner passes on to each of its runs (its config's fields of
+  these names): the preset, the schedule (0: the preset's) and more train flags."""
+  flags.DEFINE_enum("preset", preset, list(config_lib.TRAIN_PRESETS), "Model preset "
                     "of every run.", flag_values=flag_values)
-  flags.DEFINE_integer("warmup_steps", d.warmup_steps, "Warm-up steps per run; 0: the "
-                       "preset's.", flag_values=flag_values)
-  flags.DEFINE_integer("joint_steps", d.joint_steps, "Joint steps per run; 0: the "
-                       "preset's.", flag_values=flag_values)
-  _define_train_flags(flag_values)
-
-
-def _define_train_flags(flag_values):
+  flags.DEFINE_integer("warmup_steps", 0, "Warm-up steps per run; 0: the preset's.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("joint_steps", 0, "Joint steps per run; 0: the preset's.",
+                       flag_values=flag_values)
   flags.DEFINE_list("train_flags", [], "More flags of python -m jsia_tf.train for every "
                     "run, comma-separated: --train_flags=--batch_p=4,--mixed_precision="
                     "bfloat16", flag_values=flag_values)
@@ -69,14 +71,8 @@ def define_regdb_flags(flag_values=flags.FLAGS):
                       "model each: 1-10, 1,2, ...", flag_values=flag_values)
   flags.DEFINE_string("output_dir", d.output_dir, "Where every trial's workdir, regdb.md "
                       "and regdb.json go.", flag_values=flag_values)
-  flags.DEFINE_enum("preset", d.preset, list(config_lib.TRAIN_PRESETS), "Model preset "
-                    "of every run.", flag_values=flag_values)
   flags.DEFINE_integer("seed", d.seed, "Seed of every run.", flag_values=flag_values)
-  flags.DEFINE_integer("warmup_steps", d.warmup_steps, "Warm-up steps per run; 0: the "
-                       "preset's.", flag_values=flag_values)
-  flags.DEFINE_integer("joint_steps", d.joint_steps, "Joint steps per run; 0: the "
-                       "preset's.", flag_values=flag_values)
-  _define_train_flags(flag_values)
+  _define_run_flags(flag_values, d.preset)
 
 
 def regdb_config_from_flags(flag_values=flags.FLAGS) -> config_lib.RegdbExperimentConfig:
@@ -97,13 +93,7 @@ def define_sweep_flags(flag_values=flags.FLAGS):
                       "sweep.png go; empty: runs/sweep_<param>.", flag_values=flag_values)
   flags.DEFINE_string("data_dir", "", "A SYSU-MM01-layout set; empty: the generated "
                       "demo set.", flag_values=flag_values)
-  flags.DEFINE_enum("preset", "demo", list(config_lib.TRAIN_PRESETS), "Model preset "
-                    "of every run.", flag_values=flag_values)
-  flags.DEFINE_integer("warmup_steps", 0, "Warm-up steps per run; 0: the preset's.",
-                       flag_values=flag_values)
-  flags.DEFINE_integer("joint_steps", 0, "Joint steps per run; 0: the preset's.",
-                       flag_values=flag_values)
-  _define_train_flags(flag_values)
+  _define_run_flags(flag_values, config_lib.SweepConfig.preset)
 
 
 def sweep_config_from_flags(flag_values=flags.FLAGS) -> config_lib.SweepConfig:
