@@ -30,7 +30,7 @@ def parse_rows(text: str, flag: str = "rows") -> tuple:
 def define_ablation_flags(flag_values=flags.FLAGS):
   """Defines the Table 3 runner's flags; defaults come from `AblationConfig`."""
   d = config_lib.AblationConfig()
-  flags.DEFINE_string("rows", f"{min(d.rows)}-{max(d.rows)}", "Rows of Table 3: 1-6, "
+  flags.DEFINE_string("rows", f"{min(d.rows)}-{max(d.rows)}", "Rows of Table 3: 1-8, "
                       "1,2,4, ...", flag_values=flag_values)
   flags.DEFINE_integer("seeds", d.seeds, "Runs per row, with --seed=0 .. N-1.",
                        flag_values=flag_values)

@@ -20,8 +20,10 @@ _OVERRIDES = {
                          "init."),
     "stem_relu": (flags.DEFINE_bool, "torchvision_resnet50: a ReLU after the stem's BN "
                   "(the authors' E_sl has none)."),
-    "share_sl": (flags.DEFINE_bool, "Share E_sl with the content encoder E_i (set-level "
-                 "alignment); false is Table 3's 'no SL'."),
+    "sl_mode": (flags.DEFINE_string, "How F's set-level encoder E_sl is trained: "
+                "shared (it is the content encoder E_i: set-level alignment, SL), "
+                "separate (its own weights: Table 3's 'no SL'), adversarial (its own "
+                "weights and a feature-level modality GAN, as cmGAN: Table 3 row 7)."),
     "grey_input": (flags.DEFINE_bool, "Feed the re-id trunk grey images (luma x 3), as "
                    "the authors' code does."),
     "num_stripes": (flags.DEFINE_integer, "Horizontal stripes of Eq. (12)."),

@@ -75,8 +75,11 @@ def from_dict(cls, values: Mapping[str, Any], source: str = "config"):
   """Builds `cls` from a dict, refusing keys that `cls` does not have.
 
   Nested dataclass fields are built recursively. `source` names the origin (a file)
-  in error messages.
+  in error messages. A class may define `upgrade_fields(values) -> values` to read
+  the fields of configs written by an older jsia_tf.
   """
+  if hasattr(cls, "upgrade_fields"):
+    values = cls.upgrade_fields(dict(values))
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - set(fields))
   if unknown:
@@ -179,6 +182,11 @@ class EvalConfig:
 
 
 BACKBONES = ("torchvision_resnet50", "keras_resnet50", "small")
+# How F's set-level encoder E_sl is trained (Table 3): "shared" = E_i, the content
+# encoder of the disentanglement (SL); "separate" = its own weights, no SL (rows 1,
+# 3); "adversarial" = its own weights and a feature-level modality GAN, as cmGAN
+# (row 7: SL without disentanglement).
+SL_MODES = ("shared", "separate", "adversarial")
 RESNET50_BACKBONES = ("torchvision_resnet50", "keras_resnet50")
 # What --backbone_weights may name, per backbone (a file by its ending).
 BACKBONE_WEIGHTS = {"torchvision_resnet50": (".pth", ".pt", ".safetensors"),
@@ -215,13 +223,15 @@ class ModelConfig:
   latent_channels: int = 16
   num_stripes: int = 6
   grey_input: bool = True
-  share_sl: bool = True
+  sl_mode: str = "shared"
   seed: int = 0
 
   def __post_init__(self):
     require(self.preset in PRESETS, "preset", self.preset, f"one of {sorted(PRESETS)}")
     require(self.backbone in BACKBONES, "backbone", self.backbone,
             f"one of {', '.join(BACKBONES)}")
+    require(self.sl_mode in SL_MODES, "sl_mode", self.sl_mode,
+            f"one of {', '.join(SL_MODES)}")
     for name in ("image_height", "image_width"):
       value = getattr(self, name)
       require(value >= 16 and value % 16 == 0, name, value,
@@ -254,6 +264,14 @@ class ModelConfig:
               f"a {' or '.join(endings)} file for --backbone={self.backbone}" if endings
               else "no weights file for the small backbone (ImageNet weights exist for "
               f"--backbone={' or '.join(RESNET50_BACKBONES)} only)")
+
+  @staticmethod
+  def upgrade_fields(values: dict) -> dict:
+    """Reads a config.json of jsia_tf before --sl_mode: share_sl true / false is
+    sl_mode shared / separate."""
+    if "share_sl" in values:
+      values.setdefault("sl_mode", "shared" if values.pop("share_sl") else "separate")
+    return values
 
   @property
   def image_size(self) -> Tuple[int, int]:
@@ -503,7 +521,7 @@ class AblationConfig:
   `data_dir` (empty: the generated demo set) with `preset`; `warmup_steps` /
   `joint_steps` of 0 keep the preset's schedule; `train_flags` go to every run."""
 
-  rows: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+  rows: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
   seeds: int = 1
   output_dir: str = "runs/ablation"
   data_dir: str = ""

@@ -67,6 +67,22 @@ def gan_discriminator_loss(dis_real: Sequence[tf.Tensor],
       tf.square(f)) for r, f in zip(dis_real, dis_fake)])
 
 
+def modality_discriminator_loss(dis_rgb: Sequence[tf.Tensor],
+                                dis_ir: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Table 3 row 7 (SL without disentanglement, a feature-level GAN as in cmGAN),
+  the modality discriminator's side, LSGAN: RGB features are labelled 1, IR 0.
+  dis_rgb, dis_ir: its [B, h, w, 1] maps on E_sl's DETACHED maps -> [B]."""
+  return gan_discriminator_loss(dis_rgb, dis_ir)
+
+
+def modality_confusion_loss(dis_rgb: Sequence[tf.Tensor],
+                            dis_ir: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Table 3 row 7, E_sl's side: the modality discriminator's loss with the labels
+  flipped (RGB 0, IR 1), so that E_sl learns maps whose modality it cannot tell.
+  dis_rgb, dis_ir: [B, h, w, 1] -> [B]."""
+  return gan_discriminator_loss(dis_ir, dis_rgb)
+
+
 def variation_loss(m: tf.Tensor, m_recon: tf.Tensor, mu: tf.Tensor,
                    tau: tf.Tensor) -> tf.Tensor:
   """Eq. (10): L_v = ||M - M_recon||_1 + ||mu||^2 + ||tau - 1||^2, as written in the
@@ -196,6 +212,9 @@ class LossWeights:
   lambda_il: float = 0.01
   lambda_lr: float = 0.01
   lambda_ui: float = 0.01
+  # Not in Eq. (16): Table 3 row 7's feature-level GAN; the trainer uses it with
+  # --sl_mode=adversarial only.
+  lambda_sl_gan: float = 1.0
 
   def __post_init__(self):
     for field in dataclasses.fields(self):

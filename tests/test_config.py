@@ -47,6 +47,15 @@ def test_json_round_trip(tmp_path):
     config_lib.load(config_lib.DataConfig, str(tmp_path / "missing.json"))
 
 
+@pytest.mark.parametrize("share_sl, sl_mode", [(True, "shared"), (False, "separate")])
+def test_model_configs_before_sl_mode_still_load(share_sl, sl_mode):
+  """A config.json of a run made before --sl_mode (it had the boolean share_sl)."""
+  values = config_lib.to_dict(config_lib.model_config("tiny"))
+  del values["sl_mode"]
+  values["share_sl"] = share_sl
+  assert config_lib.from_dict(config_lib.ModelConfig, values).sl_mode == sl_mode
+
+
 def test_flags_parse_into_config():
   values = absl_flags.FlagValues()
   data_flags.define_dataset_flags(values)

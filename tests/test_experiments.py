@@ -77,10 +77,12 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
   # An unfinished run: row 2 seed 1 stopped after its first step.
   spec = table3.specs(cfg)[3]
   assert spec.name == "row2_seed1" and "--seed=1" in spec.argv
-  assert "--noshare_sl" not in spec.argv and "--lambda_il=0" in spec.argv
-  row8 = table3.specs(_ablation_config(tmp_path, sysu_dir, rows=(8,), seeds=1))[0]
+  assert "--sl_mode=separate" not in spec.argv and "--lambda_il=0" in spec.argv
+  row7, row8 = table3.specs(_ablation_config(tmp_path, sysu_dir, rows=(7, 8), seeds=1))
+  assert row7.argv[-2:] == ("--sl_mode=adversarial", "--seed=0")
   assert row8.argv[-2:] == ("--lr_pairs=unpaired", "--seed=0")
-  assert not any(a.startswith(("--lambda", "--noshare")) for a in row8.argv)
+  assert not any(a.startswith(("--lambda", "--sl_mode")) for a in row8.argv)
+  assert not any(a.startswith("--lambda") for a in row7.argv)
   unfinished = train_flags.experiment_config_from_argv(
       [*spec.argv, f"--workdir={tmp_path}/ablation/row2_seed1", "--stop_at_step=1"])
   loop.run(unfinished, log=lambda _: None)
@@ -88,7 +90,7 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
   result = table3.run(cfg, log=lines.append)
   assert [r["row"] for r in result["rows"]] == ["1", "2"]
   assert result["rows"][0]["seeds"] == 2 and "vs_1" in result["rows"][1]
-  assert any("run 1/4 row1_seed0: --preset=tiny" in line and "--noshare_sl" in line
+  assert any("run 1/4 row1_seed0: --preset=tiny" in line and "--sl_mode=separate" in line
              for line in lines)
   assert any("[row2_seed1] resumed from" in line for line in lines)
   assert sum("finished before, reusing" in line for line in lines) == 2
@@ -118,8 +120,8 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rows=1,7,9"], r"--rows=1,7,9: unknown row\(s\) \[7, 9\]; expected rows 1, 2, 3, "
-                       r"4, 5, 6, 8 of Table 3 \(row 7 needs a switch"),
+    (["--rows=1,0,9"], r"--rows=1,0,9: unknown row\(s\) \[0, 9\]; expected rows 1, 2, 3, "
+                       r"4, 5, 6, 7, 8 of Table 3$"),
     (["--rows=a-b"], r"--rows='a-b' is invalid: expected numbers"),
     (["--seeds=0"], r"--seeds=0 is invalid: expected at least 1 seed per row"),
     (["--rows=1,1"], r"--rows=\(1, 1\) is invalid: expected rows without repeats"),

@@ -95,9 +95,10 @@ def test_keras_resnet50_backbone_is_keras_own():
   assert tuple(trunk["E_il"].output.shape[1:]) == (4, 2, 2048)  # last stride 1
 
 
-@pytest.mark.parametrize("share_sl", [True, False])
-def test_weight_sharing(share_sl):
-  model = jsia.build(config_lib.model_config("tiny", share_sl=share_sl), NUM_CLASSES)
+@pytest.mark.parametrize("sl_mode", ["shared", "separate"])
+def test_weight_sharing(sl_mode):
+  model = jsia.build(config_lib.model_config("tiny", sl_mode=sl_mode), NUM_CLASSES)
+  share_sl = sl_mode == "shared"
   x = _batch(model.model_cfg)["x_rgb"]
   x_gen = model.to_gen_size(x)
   before = model.encode_content(x_gen).numpy()
@@ -269,8 +270,12 @@ def test_dry_run_cli():
                "re-id trunk (E_sl + E_il)", "x_rgb2ir", "F_ir2rgb_logits",
                "(2, 5)", "z_mix_rgb"):
     assert name in result.stdout, name
-  no_sl = _train("--preset=tiny", "--dry_run", "--noshare_sl")
-  assert "E_sl " in no_sl.stdout and "share_sl=False" in no_sl.stdout
+  row7 = _train("--preset=tiny", "--dry_run", "--sl_mode=adversarial")
+  assert "E_sl " in row7.stdout and "Dis_sl " in row7.stdout
+  assert "sl_mode=adversarial" in row7.stdout
+  bad = _train("--preset=tiny", "--dry_run", "--sl_mode=cmgan")
+  assert bad.returncode == 2 and ("--sl_mode='cmgan' is invalid: expected one of shared, "
+                                  "separate, adversarial") in bad.stderr, bad.stderr
   bad = _train("--preset=tiny", "--dry_run", "--num_stripes=9")
   assert bad.returncode == 2 and "--num_stripes=9 is invalid" in bad.stderr
   assert "Traceback" not in bad.stderr

@@ -208,12 +208,12 @@ def test_code_term_trains_G_fully_and_never_E_sl():
   _assert_same_gradients(grads["F"], tape.gradient(reid, tr.groups["F"]), tr.groups["F"])
 
 
-@pytest.mark.parametrize("share_sl", [True, False])
-def test_one_backward_gives_every_group_the_two_backward_gradients(share_sl):
+@pytest.mark.parametrize("sl_mode", ["shared", "separate"])
+def test_one_backward_gives_every_group_the_two_backward_gradients(sl_mode):
   """With every term on, the step's one backward of the total (and its code-term
   correction of E_sl) gives the gradients of the authors' routing taken the long
   way: G the total's, F the total's without the code term."""
-  tr = _trainer(model={"share_sl": share_sl})
+  tr = _trainer(model={"sl_mode": sl_mode})
   m, b = tr.model, _batch()
   draws = tr.global_draws(0)
   _, grads = tr.gradients(b, draws, "joint")
@@ -228,6 +228,44 @@ def test_one_backward_gives_every_group_the_two_backward_gradients(share_sl):
   _assert_same_gradients(grads["F"], tape.gradient(rest, tr.groups["F"]), tr.groups["F"])
   # The code term does reach E_sl's weights, so the correction is not empty.
   assert not _is_zero(tape.gradient(terms["code"], m.E_i.trainable_variables))
+
+
+def test_row7_feature_gan_trains_E_sl_and_Dis_sl_and_never_E_i():
+  """--sl_mode=adversarial (Table 3 row 7): Dis_sl learns RGB = 1, IR = 0 on E_sl's
+  detached maps of the re-id batch; E_sl, with weights of its own, learns the
+  flipped labels. The term reaches E_sl and Dis_sl, not E_i, E_il or the image
+  discriminators; the other SL modes have no such term."""
+  tr = _trainer({**OFF, "lambda_sl_gan": 2.0}, model={"sl_mode": "adversarial"})
+  m, b = tr.model, _batch()
+  assert m.E_i is not m.E_sl and tr.weights["warmup"].lambda_sl_gan == 0.0
+  report, grads = tr.gradients(b, tr.global_draws(0), "joint")
+  # The hand-computed LSGAN terms of Dis_sl's maps on the whole re-id batch.
+  d_rgb = m.Dis_sl(m.F(b["x_rgb"], training=True)["M"])[0].numpy()
+  d_ir = m.Dis_sl(m.F(b["x_ir"], training=True)["M"])[0].numpy()
+  mean = lambda x: float(np.mean(np.mean(x, axis=(1, 2, 3))))
+  assert float(report["dis_sl"]) == pytest.approx(mean((d_rgb - 1) ** 2) + mean(d_ir ** 2),
+                                                  rel=1e-4)
+  assert float(report["sl_gan"]) == pytest.approx(mean(d_rgb ** 2) + mean((d_ir - 1) ** 2),
+                                                  rel=1e-4)
+  f_by_name = dict(zip([v.path for v in tr.groups["F"]], grads["F"]))
+  assert not _is_zero(f_by_name[v.path] for v in m.E_sl.trainable_variables)
+  assert _is_zero(f_by_name[v.path] for v in m.F.E_il.trainable_variables)
+  g_by_name = dict(zip([v.path for v in tr.groups["G"]], grads["G"]))
+  assert _is_zero(g_by_name[v.path] for v in m.E_i.trainable_variables)
+  dis_by_name = dict(zip([v.path for v in tr.groups["Dis"]], grads["Dis"]))
+  assert not _is_zero(dis_by_name[v.path] for v in m.Dis_sl.trainable_variables)
+  assert _is_zero(dis_by_name[v.path] for v in _variables(m.Dis_rgb, m.Dis_ir))
+  # E_sl's gradient is 2 x that of the flipped-label loss (lambda_sl_gan = 2).
+  with tf.GradientTape() as tape:
+    maps = [m.F(b[k], training=True)["M"] for k in ("x_rgb", "x_ir")]
+    dis = m.discriminate_modality(*maps)
+    want = 2.0 * tf.reduce_mean(losses.modality_confusion_loss(dis["rgb"], dis["ir"]))
+  _assert_same_gradients([f_by_name[v.path] for v in m.E_sl.trainable_variables],
+                         tape.gradient(want, m.E_sl.trainable_variables),
+                         m.E_sl.trainable_variables)
+  shared = _trainer({**OFF, "lambda_sl_gan": 2.0, "lambda_id": 1.0})
+  assert shared.weights["joint"].lambda_sl_gan == 0.0
+  assert "sl_gan" not in shared.gradients(b, shared.global_draws(0), "joint")[0]
 
 
 def _assert_same_gradients(got, want, variables):

@@ -2,11 +2,11 @@
 several seeds per row, each row's paired difference to row 1 with a 95% interval.
 
 Rows (SL, IL, LR, UI), as the paper's switches: SL = E_sl shared with E_i
-(`--noshare_sl` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
+(`--sl_mode=separate` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
 `--lambda_ui` (0 when off). A part can also be DEGRADED, as in the paper's rows 7-8:
-LR on unpaired real images (`--lr_pairs=unpaired`, row 8). Row 7 (SL without
-disentanglement, a feature-level GAN as in cmGAN) needs a switch that jsia_tf does
-not have yet (issue 17) and is refused.
+SL without disentanglement, a feature-level modality GAN on E_sl as in cmGAN
+(`--sl_mode=adversarial`, row 7), and LR on unpaired real images
+(`--lr_pairs=unpaired`, row 8).
 """
 
 import os
@@ -19,7 +19,7 @@ from jsia_tf.experiments import runner
 OFF, ON, DEGRADED = "off", "on", "degraded"
 ROWS = {1: (OFF, OFF, OFF, OFF), 2: (ON, OFF, OFF, OFF), 3: (OFF, ON, OFF, OFF),
         4: (ON, ON, OFF, OFF), 5: (ON, ON, ON, OFF), 6: (ON, ON, ON, ON),
-        8: (ON, ON, DEGRADED, ON)}
+        7: (DEGRADED, ON, ON, ON), 8: (ON, ON, DEGRADED, ON)}
 MARKS = {OFF: "-", ON: "x", DEGRADED: "d"}
 PARTS = ("SL", "IL", "LR", "UI")
 TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
@@ -28,7 +28,7 @@ TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
 def row_flags(row: int) -> List[str]:
   """The train flags that switch the parts of `row` off (the rest keep defaults)."""
   sl, il, lr, ui = ROWS[row]
-  out = [] if sl == ON else ["--noshare_sl"]
+  out = {ON: [], OFF: ["--sl_mode=separate"], DEGRADED: ["--sl_mode=adversarial"]}[sl]
   for part, name in ((il, "lambda_il"), (lr, "lambda_lr"), (ui, "lambda_ui")):
     if part == OFF:
       out.append(f"--{name}=0")
@@ -43,8 +43,7 @@ def specs(cfg: config_lib.AblationConfig) -> List[runner.RunSpec]:
   if unknown:
     raise errors.ConfigError(
         f"--rows={','.join(map(str, cfg.rows))}: unknown row(s) {unknown}; expected "
-        f"rows {', '.join(map(str, sorted(ROWS)))} of Table 3 (row 7 needs a switch "
-        "jsia_tf does not have yet)")
+        f"rows {', '.join(map(str, sorted(ROWS)))} of Table 3")
   common = runner.common_flags(cfg)
   return [runner.RunSpec(f"row{row}_seed{seed}",
                          tuple(common + row_flags(row) + [f"--seed={seed}"]),

@@ -52,9 +52,10 @@ def _layer(layer, name: str, layout=True) -> Names:
 
 def encoder_names(model) -> Names:
   """Their `mod_invar_enc.*` names of F's E_sl, E_il, BN-neck and classifier C."""
-  if not model.model_cfg.share_sl:
+  if model.model_cfg.sl_mode != "shared":
     raise errors.ConfigError("the authors' model shares E_sl with the content encoder "
-                             "E_i: their checkpoints need share_sl=True")
+                             f"E_i: their checkpoints need --sl_mode=shared, not "
+                             f"{model.model_cfg.sl_mode}")
   if model.model_cfg.backbone != "torchvision_resnet50":
     raise errors.ConfigError(
         f"the authors' trunk is torchvision's ResNet-50: --backbone="

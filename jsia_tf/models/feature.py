@@ -11,7 +11,7 @@ stride 1 and their own ImageNet weight files; a small ResNet of basic blocks (th
 
 import os
 import socket
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf.models import generation
 from jsia_tf.models import torchvision_resnet
 
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -292,6 +293,30 @@ class FeatureModule(keras.Model):
     if not flip_average:
       return one(x)
     return tf.math.l2_normalize(one(x) + one(tf.image.flip_left_right(x)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class ModalityDiscriminator(generation.FromModelConfig, keras.Model):
+  """Dis_sl, Table 3 row 7 (--sl_mode=adversarial): tells RGB from IR by E_sl's
+  map M [B, h, w, c] -> [one patch map [B, h / 4, w / 4, 1]] (LSGAN), as the
+  feature-level modality discriminator of cmGAN; E_sl learns to fool it. Built like
+  one scale of the image discriminators (4x4 s2 convs, reflection padding, leaky
+  ReLU 0.2, N(0, 0.02) weights), two convs deep: M is already 4x smaller."""
+
+  def __init__(self, cfg: config_lib.ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self._remember(cfg)
+    c = cfg.dis_channels
+    self.convs = [keras.layers.Conv2D(w, 4, 2, "valid", kernel_initializer=generation.dis_init(),
+                                      name=f"conv{i}") for i, w in enumerate((2 * c, 4 * c))]
+    self.out = keras.layers.Conv2D(1, 1, kernel_initializer=generation.dis_init(),
+                                   name="out")
+
+  def call(self, m) -> List[tf.Tensor]:
+    y = m
+    for conv in self.convs:
+      y = tf.nn.leaky_relu(conv(generation.reflect_pad(y, 1)), alpha=0.2)
+    return [self.out(y)]
 
 
 def count_params(model: keras.Model) -> int:

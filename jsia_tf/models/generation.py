@@ -218,7 +218,7 @@ class Decoder(FromModelConfig, keras.Model):
     return self.to_rgb(reflect_pad(x, 3))
 
 
-def _dis_init() -> keras.initializers.Initializer:
+def dis_init() -> keras.initializers.Initializer:
   """The discriminators' N(0, 0.02) (the authors' `weights_init('gaussian')`)."""
   return keras.initializers.RandomNormal(stddev=0.02)
 
@@ -237,10 +237,10 @@ class MultiScaleDiscriminator(FromModelConfig, keras.Model):
       # from Python's generator (seeded from the config by JSIA) when it is made,
       # and one shared object would give every layer, scale and discriminator the
       # same draw.
-      layers = [keras.layers.Conv2D(w, 4, 2, "valid", kernel_initializer=_dis_init(),
+      layers = [keras.layers.Conv2D(w, 4, 2, "valid", kernel_initializer=dis_init(),
                                     name=f"s{s}_conv{i}")
                 for i, w in enumerate((c, 2 * c, 4 * c, 8 * c))]
-      layers.append(keras.layers.Conv2D(1, 1, kernel_initializer=_dis_init(),
+      layers.append(keras.layers.Conv2D(1, 1, kernel_initializer=dis_init(),
                                         name=f"s{s}_out"))
       self.scales.append(layers)
 

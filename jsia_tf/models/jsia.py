@@ -1,9 +1,10 @@
 """The JSIA-ReID model: owns every sub-network of G, V and F and runs the forward
 pass of the paper's Fig. 3 as named tensors.
 
-Sub-networks, with the paper's names: E_i (content encoder) = F.E_sl when share_sl
-(the set-level alignment), E_s_rgb, E_s_ir, D_rgb, D_ir, Dis_rgb, Dis_ir, E_v, D_v,
-and F (E_sl, E_il, BN-neck, C, C_n).
+Sub-networks, with the paper's names: E_i (content encoder) = F.E_sl when
+sl_mode="shared" (the set-level alignment), E_s_rgb, E_s_ir, D_rgb, D_ir, Dis_rgb,
+Dis_ir, E_v, D_v, F (E_sl, E_il, BN-neck, C, C_n), and with sl_mode="adversarial"
+(Table 3 row 7) the feature-level modality discriminator Dis_sl.
 """
 
 import dataclasses
@@ -34,7 +35,7 @@ class Passes:
   mixes: bool = True  # unseen identities (Eq. 14) and F on them (Eq. 15)
   pairs: bool = True  # F on the generated pairs (Eq. 11-12)
   gen_reals: bool = True  # F on the G sub-batch's reals (the IL/LR/UI references)
-  reid: bool = True  # F on the re-id batch (Eq. 13)
+  reid: bool = True  # F on the re-id batch (Eq. 13; row 7's feature GAN)
   # Gradient routing (the defaults are the authors'): generated images enter F
   # detached, and Eq. (10) does not reshape the content maps.
   align_trains_g: bool = False
@@ -56,7 +57,8 @@ class Passes:
     pairs = "il" in on or ("lr" in on and lr_pairs == "generated")
     return cls(cycle="cycle" in on, code="code" in on,
                variation="v" in on or "ui" in on, mixes="ui" in on, pairs=pairs,
-               gen_reals=pairs or "lr" in on or "ui" in on, reid="id" in on,
+               gen_reals=pairs or "lr" in on or "ui" in on,
+               reid="id" in on or "sl_gan" in on,
                align_trains_g=align_trains_g, v_grad_to_content=v_grad_to_content)
 
 
@@ -74,10 +76,11 @@ class JSIA(keras.Model):
     # seeding it here makes the initial weights a function of the config's seed.
     keras.utils.set_random_seed(cfg.seed)
     trunk = feature.build_trunk(cfg, sync_bn)
-    # share_sl=False (Table 3 "no SL") gives E_sl weights of its own; E_i keeps the
-    # trunk's stem + stage 1 as the content encoder.
+    # sl_mode "separate" or "adversarial" (Table 3 without SL, row 7) gives E_sl
+    # weights of its own; E_i keeps the trunk's stem + stage 1 as the content encoder.
     self.E_i = trunk["E_sl"]
-    E_sl = self.E_i if cfg.share_sl else feature.build_trunk(cfg, sync_bn)["E_sl"]
+    E_sl = (self.E_i if cfg.sl_mode == "shared"
+            else feature.build_trunk(cfg, sync_bn)["E_sl"])
     self.F = feature.FeatureModule(cfg, num_classes, E_sl, trunk["E_il"], sync_bn,
                                    name="F")
     c = self.E_i.output.shape[-1]
@@ -89,17 +92,22 @@ class JSIA(keras.Model):
     self.Dis_ir = generation.MultiScaleDiscriminator(cfg, name="Dis_ir")
     self.E_v = variation.VariationEncoder(cfg, c, name="E_v")
     self.D_v = variation.VariationDecoder(c, name="D_v")
+    if cfg.sl_mode == "adversarial":
+      self.Dis_sl = feature.ModalityDiscriminator(cfg, name="Dis_sl")
 
   def build(self, input_shape=None):
     """Builds the weights that call() does not reach: the discriminators."""
     del input_shape
     h, w = self.model_cfg.gen_size
     self.discriminate(tf.zeros([1, h, w, 3]), tf.zeros([1, h, w, 3]))
+    if self.model_cfg.sl_mode == "adversarial":
+      x = tf.zeros([1, *self.model_cfg.image_size, 3])
+      self.Dis_sl(self.E_sl(self.F.trunk_input(x)))
     self.built = True
 
   @property
   def E_sl(self) -> keras.Model:  # pylint: disable=invalid-name
-    """The set-level encoder of F (the same object as E_i when share_sl)."""
+    """The set-level encoder of F (the same object as E_i when sl_mode="shared")."""
     return self.F.E_sl
 
   def get_config(self):
@@ -179,6 +187,13 @@ class JSIA(keras.Model):
     fake = self.discriminate(tf.stop_gradient(g["x_ir2rgb"]),
                              tf.stop_gradient(g["x_rgb2ir"]))
     return {k: losses.gan_discriminator_loss(real[k], fake[k]) for k in ("rgb", "ir")}
+
+  def discriminate_modality(self, m_rgb: tf.Tensor, m_ir: tf.Tensor
+                            ) -> Dict[str, List[tf.Tensor]]:
+    """Dis_sl's patch maps (float32) on E_sl maps of RGB and IR images (Table 3
+    row 7, sl_mode="adversarial")."""
+    return {"rgb": [losses.float32(d) for d in self.Dis_sl(m_rgb)],
+            "ir": [losses.float32(d) for d in self.Dis_sl(m_ir)]}
 
   def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Eq. (7), discriminator side, both modalities: [B]."""
@@ -299,8 +314,10 @@ class JSIA(keras.Model):
     nets = {"E_i": self.E_i, "E_s_rgb": self.E_s_rgb, "E_s_ir": self.E_s_ir,
             "D_rgb": self.D_rgb, "D_ir": self.D_ir, "Dis_rgb": self.Dis_rgb,
             "Dis_ir": self.Dis_ir, "E_v": self.E_v, "D_v": self.D_v}
-    if not self.model_cfg.share_sl:
+    if self.model_cfg.sl_mode != "shared":
       nets["E_sl"] = self.F.E_sl
+    if self.model_cfg.sl_mode == "adversarial":
+      nets["Dis_sl"] = self.Dis_sl
     nets["E_il"] = self.F.E_il
     nets["F_heads"] = [self.F.bn_neck, self.F.C] + self.F.stripe_bn + self.F.C_n
     return nets
@@ -323,14 +340,15 @@ def dry_run_report(model_cfg: config_lib.ModelConfig, num_classes: int,
   model = build(model_cfg, num_classes, batch_size)
   lines = [f"JSIA-ReID, preset {model_cfg.preset}: re-id images "
            f"{model_cfg.image_size}, generation images {model_cfg.gen_size}, "
-           f"{num_classes} identities, share_sl={model_cfg.share_sl}", "",
+           f"{num_classes} identities, sl_mode={model_cfg.sl_mode}", "",
            f"{'sub-network':<34}{'parameters':>14}"]
   total = 0
   for name, net in model.sub_networks().items():
     layers = net if isinstance(net, list) else [net]
     count = sum(feature.count_params(layer) for layer in layers)
     total += count
-    label = "E_i = E_sl (shared)" if name == "E_i" and model_cfg.share_sl else name
+    label = ("E_i = E_sl (shared)" if name == "E_i" and model_cfg.sl_mode == "shared"
+             else name)
     lines.append(f"{label:<34}{count:>14,}")
   trunk = feature.count_params(model.F.E_sl) + feature.count_params(model.F.E_il)
   lines += [f"{'re-id trunk (E_sl + E_il)':<34}{trunk:>14,}",

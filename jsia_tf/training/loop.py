@@ -42,7 +42,8 @@ from jsia_tf.training import summaries
 from jsia_tf.training import trainer as trainer_lib
 
 Log = Callable[[str], None]
-CONSOLE_TERMS = ("total", "dis", "gan", "recon", "cycle", "v", "id", "il", "lr", "ui")
+CONSOLE_TERMS = ("total", "dis", "gan", "recon", "cycle", "v", "id", "il", "lr", "ui",
+                 "dis_sl", "sl_gan")
 DEMO_DATA_DIRS = {"sysu": "data/sysu_demo", "regdb": "data/regdb_demo"}
 METRICS_FILE = "metrics.jsonl"
 

@@ -22,8 +22,10 @@ the triplet loss mines over the gathered global batch, and F's BN statistics are
 synchronised: a step's losses do not depend on the number of replicas.
 
 Parameter groups (../shared/SPEC.md): "G" = style encoders, decoders, V (and E_i
-when it is not shared), Adam lr 1e-4, betas (0.5, 0.999); "Dis" = discriminators,
-the same; "F" = E_sl (= E_i when shared), E_il and the heads, lr 4.5e-4, betas
+when it is not shared), Adam lr 1e-4, betas (0.5, 0.999); "Dis" = discriminators
+(with --sl_mode=adversarial also Table 3 row 7's Dis_sl, which learns from the
+re-id batch's detached E_sl maps while E_sl learns to fool it, term "sl_gan"), the
+same; "F" = E_sl (= E_i when shared), E_il and the heads, lr 4.5e-4, betas
 (0.9, 0.999). The warm-up stage updates G and Dis only; E_sl stays frozen and no F
 pass runs.
 
@@ -47,7 +49,7 @@ from jsia_tf.models import jsia
 from jsia_tf.training import experiment
 
 STAGES = ("warmup", "joint")
-REID_TERMS = ("id", "il", "lr", "ui")
+REID_TERMS = ("id", "il", "lr", "ui", "sl_gan")
 
 
 def _add(a, b):
@@ -130,9 +132,12 @@ class Trainer:
     self.gen_rows = gen_ids_per_replica * data.batch_k  # G's sub-batch per replica
     self.global_gen_rows = gen_ids * data.batch_k
     self.partner = tf.constant(unseen_partners(gen_ids_per_replica, data.batch_k))
+    # Row 7's feature GAN exists with sl_mode="adversarial" only.
+    joint = (cfg.loss if cfg.model.sl_mode == "adversarial"
+             else dataclasses.replace(cfg.loss, lambda_sl_gan=0.0))
     self.weights = {
-        "warmup": dataclasses.replace(cfg.loss, **{f"lambda_{t}": 0.0 for t in REID_TERMS}),
-        "joint": cfg.loss}
+        "warmup": dataclasses.replace(joint, **{f"lambda_{t}": 0.0 for t in REID_TERMS}),
+        "joint": joint}
     self.passes = {stage: jsia.Passes.from_weights(
         w, align_trains_g=train.align_trains_g, v_grad_to_content=train.v_grad_to_content,
         lr_pairs=train.lr_pairs)
@@ -172,10 +177,12 @@ class Trainer:
     g = []
     for net in (m.E_s_rgb, m.E_s_ir, m.D_rgb, m.D_ir, m.E_v, m.D_v):
       g += net.trainable_variables
-    if not m.model_cfg.share_sl:
+    dis = m.Dis_rgb.trainable_variables + m.Dis_ir.trainable_variables
+    if m.model_cfg.sl_mode != "shared":
       g += m.E_i.trainable_variables
-    return {"G": g, "Dis": m.Dis_rgb.trainable_variables + m.Dis_ir.trainable_variables,
-            "F": m.F.trainable_variables}
+    if m.model_cfg.sl_mode == "adversarial":
+      dis += m.Dis_sl.trainable_variables
+    return {"G": g, "Dis": dis, "F": m.F.trainable_variables}
 
   # ---- learning rates ---------------------------------------------------------------
 
@@ -303,6 +310,9 @@ class Trainer:
       terms["lr"] = gen_avg(losses.local_alignment_loss(
           out["F_ir_gen_stripe_logits"], out[f"{ir_other}_stripe_logits"],
           out["F_rgb_gen_stripe_logits"], out[f"{rgb_other}_stripe_logits"]))
+    if "sl_gan" in active:  # Table 3 row 7: E_sl fools Dis_sl on the re-id batch
+      dis = m.discriminate_modality(out["F_rgb_M"], out["F_ir_M"])
+      terms["sl_gan"] = avg(losses.modality_confusion_loss(dis["rgb"], dis["ir"]))
     if "ui" in active:  # Eq. (15), in both modalities
       terms["ui"] = gen_avg(tf.add_n([losses.unseen_identity_loss(
           out[f"F_mix_{k}_logits"], out[f"F_{k}_gen_logits"],
@@ -330,7 +340,7 @@ class Trainer:
     flat, grads = tape.gradient(total, variables), {}
     for name in names:
       grads[name], flat = flat[:len(self.groups[name])], flat[len(self.groups[name]):]
-    if code is not None and "F" in names and self.model.model_cfg.share_sl:
+    if code is not None and "F" in names and self.model.model_cfg.sl_mode == "shared":
       e_sl = {id(v) for v in self.model.E_sl.trainable_variables}
       shared = [i for i, v in enumerate(self.groups["F"]) if id(v) in e_sl]
       code_grads = tape.gradient(code, [self.groups["F"][i] for i in shared])
@@ -347,7 +357,7 @@ class Trainer:
     names = ["G"] if stage == "warmup" else ["G", "F"]
     # A second gradient call: the code term's share of E_sl, or one per loss scale.
     persistent = len(names) > 1 and (
-        (weights.lambda_code > 0 and m.model_cfg.share_sl)
+        (weights.lambda_code > 0 and m.model_cfg.sl_mode == "shared")
         or self.cfg.train.mixed_precision == "float16")
     with tf.GradientTape(persistent=persistent) as gen_tape:
       out = m.forward(batch["x_rgb"], batch["x_ir"], self._replica_draws(draws),
@@ -360,18 +370,27 @@ class Trainer:
       total = rest if code is None else rest + code
     grads = self._gradients(gen_tape, total, rest, code, names)
     report = dict(terms, total=total)
-    if weights.lambda_gan > 0:
-      dis_vars = self.groups["Dis"]
+    if weights.lambda_gan > 0 or weights.lambda_sl_gan > 0:
       with tf.GradientTape() as dis_tape:
-        per_modality = m.discriminator_losses(out)
-        dis = tf.nn.compute_average_loss(per_modality["rgb"] + per_modality["ir"],
-                                         global_batch_size=self.global_gen_rows)
-        scaled = self.optimizers["Dis"].scale_loss(weights.lambda_gan * dis)
-      grads["Dis"] = dis_tape.gradient(scaled, dis_vars)
-      report["dis"] = dis
-      for k, value in per_modality.items():
-        report[f"dis_{k}"] = tf.nn.compute_average_loss(
-            value, global_batch_size=self.global_gen_rows)
+        dis_total = tf.zeros([])
+        if weights.lambda_gan > 0:
+          per_modality = m.discriminator_losses(out)
+          report["dis"] = tf.nn.compute_average_loss(
+              per_modality["rgb"] + per_modality["ir"],
+              global_batch_size=self.global_gen_rows)
+          for k, value in per_modality.items():
+            report[f"dis_{k}"] = tf.nn.compute_average_loss(
+                value, global_batch_size=self.global_gen_rows)
+          dis_total += weights.lambda_gan * report["dis"]
+        if weights.lambda_sl_gan > 0:  # Dis_sl on E_sl's detached maps (row 7)
+          maps = m.discriminate_modality(tf.stop_gradient(out["F_rgb_M"]),
+                                         tf.stop_gradient(out["F_ir_M"]))
+          report["dis_sl"] = tf.nn.compute_average_loss(
+              losses.modality_discriminator_loss(maps["rgb"], maps["ir"]),
+              global_batch_size=self.global_rows)
+          dis_total += weights.lambda_sl_gan * report["dis_sl"]
+        scaled = self.optimizers["Dis"].scale_loss(dis_total)
+      grads["Dis"] = dis_tape.gradient(scaled, self.groups["Dis"])
     return report, grads
 
   def _replica_step(self, batch, draws, stage: str) -> Dict[str, tf.Tensor]:
