@@ -333,6 +333,9 @@ def _assert_dead_worker_error(stderr: str):
               if console.is_tensorflow_line(line.encode(), console.our_sources())]
 
 
+# One xdist worker runs the two tests that time a worker's death (each starts two
+# training processes): side by side they would load the machine past their bounds.
+@pytest.mark.xdist_group("worker_timeout")
 def test_sigterm_to_one_worker_checkpoints_all_and_both_resume(sysu_dir, tmp_path):
   """multi_worker: SIGTERM to worker 1 after its first step; TensorFlow's preemption
   handler has both workers finish an agreed step and save it; both exit 0 saying
@@ -374,6 +377,7 @@ def test_sigterm_to_one_worker_checkpoints_all_and_both_resume(sysu_dir, tmp_pat
   _assert_dead_worker_error(outputs[0][2])
 
 
+@pytest.mark.xdist_group("worker_timeout")
 def test_a_hung_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_path):
   """multi_worker: worker 1 is stopped (SIGSTOP: it hangs with its connections open,
   so only its missing heartbeats tell) after step 1; worker 0 does not wait for
