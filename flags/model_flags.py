@@ -51,11 +51,12 @@ def model_config_from_flags(flag_values=flags.FLAGS, **overrides) -> config_lib.
 
 
 def define_loss_flags(flag_values=flags.FLAGS):
-  """--lambda_<term> for every term of Eq. (16); 0 switches a term off."""
+  """--lambda_<term> for every term of Eq. (16) (and row 7's); 0 switches a term off."""
+  notes = {"lambda_sl_gan": " Used with --sl_mode=adversarial only (Table 3 row 7)."}
   for field in dataclasses.fields(losses.LossWeights):
     flags.DEFINE_float(field.name, field.default,
-                       f"Weight of the {field.name[len('lambda_'):]} loss term; 0 = off.",
-                       flag_values=flag_values)
+                       f"Weight of the {field.name[len('lambda_'):]} loss term; 0 = off."
+                       + notes.get(field.name, ""), flag_values=flag_values)
 
 
 def loss_weights_from_flags(flag_values=flags.FLAGS) -> losses.LossWeights:
