@@ -324,11 +324,7 @@ TRAIN_PRESETS = {
     "paper": dict(warmup_steps=20000, joint_steps=10000, gen_ids=2, batch_p=16,
                   batch_k=4, lr_f=4.5e-4),
     # The small trunk learns from scratch in minutes: a higher F lr than the paper's
-    # ImageNet-initialised ResNet-50. Measured on the demo (all-search R1): 1e-3
-    # gave 16.2 -> 18.3 over 4.5e-4 with the summed CE of the step before issue 12;
-    # the authors' CE, halved, wants twice that (1e-3: 12.6-13.9 over three seeds,
-    # 2e-3: 16.2). 700 joint steps did not help (R1 15.1): the 80 training ids are
-    # learnt by then.
+    # ImageNet-initialised ResNet-50 (the configurations measured: docs/experiments.md).
     "demo": dict(warmup_steps=100, joint_steps=500, gen_ids=2, batch_p=8, batch_k=4,
                  lr_f=2e-3),
     "tiny": dict(warmup_steps=20, joint_steps=40, gen_ids=2, batch_p=4, batch_k=2,

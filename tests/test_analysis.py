@@ -1,4 +1,4 @@
-"""The analysis (issue 16): Table 4's metrics against hand-computed and closed-form
+"""The analysis: Table 4's metrics against hand-computed and closed-form
 values, the Inception graph loader on a small graph file of the same shape, and
 `python -m jsia_tf.analyze` on a tiny run: its files, their agreement, bad input."""
 

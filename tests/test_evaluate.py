@@ -94,7 +94,7 @@ def test_cli_table_and_json(features_file, tmp_path):
 
 def test_cli_from_features_does_not_import_tensorflow(features_file):
   """Evaluating a features file is numpy work: TensorFlow's import would cost more
-  than the evaluation (issue 15)."""
+  than the evaluation."""
   script = ("import runpy, sys\n"
             f"sys.argv = ['evaluate', '--features={features_file}', '--num_trials=2']\n"
             "try:\n  runpy.run_module('jsia_tf.evaluate', run_name='__main__')\n"

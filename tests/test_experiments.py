@@ -1,4 +1,4 @@
-"""The experiment runners (issue 17): statistics over seeds checked by hand, the
+"""The experiment runners: statistics over seeds checked by hand, the
 Table 3 runner on the tiny preset (tables, intervals, reuse, resume, HParams), and
 its bad input."""
 

@@ -25,7 +25,7 @@ _FLAGS = ("--preset=tiny", "--batch_p=4", "--batch_k=2", "--gen_ids=2", "--log_e
 def _start(sysu_dir, workdir, *extra):
   # One intra-op thread: with two, under the load of a parallel test run, one
   # process in about twenty drifted by 1e-7 (relative) from its twins at one step,
-  # and the drift grew to 3e-5 by step 13 (session 9). The same checkpoints and
+  # and the drift grew to 3e-5 by step 13. The same checkpoints and
   # resumes were bit-exact in 16 other processes: the drift is a reduction order,
   # not a resume error, and resume is what these tests check.
   return subprocess.Popen([sys.executable, "-m", "jsia_tf.train", *_FLAGS,

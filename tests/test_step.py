@@ -1,4 +1,4 @@
-"""The train step computes what the authors' step computes (issue 12): the L_id
+"""The train step computes what the authors' step computes: the L_id
 reduction, gradient routing, one G forward with the pre-update discriminators, the
 schedule, initialisation, BN momentum, and weight-0 terms that build nothing."""
 
