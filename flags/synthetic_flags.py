@@ -29,6 +29,12 @@ def define_synthetic_flags(flag_values=flags.FLAGS):
                        "SYSU layout: mean crop height in pixels (crops vary about "
                        "+-12% in height, width 0.42-0.55 of height).",
                        flag_values=flag_values)
+  flags.DEFINE_bool("like_sysu_test", d["like_sysu_test"].default,
+                    "SYSU layout: the test split has the real SYSU-MM01 test set's 96 "
+                    "identities (their ids), cameras and per-(camera, identity) image "
+                    "counts, read from the official split files, so that the official "
+                    "rand_perm_cam.mat fits; --num_ids counts them.",
+                    flag_values=flag_values)
   flags.DEFINE_integer("num_workers", d["num_workers"].default,
                        "Processes that render in parallel.", flag_values=flag_values)
   flags.DEFINE_bool("overwrite", d["overwrite"].default,

@@ -3,6 +3,8 @@
 import glob
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,10 @@ from PIL import Image
 
 from jsia_tf import errors
 from jsia_tf.data import layouts
+from jsia_tf.data import readers
 from jsia_tf.data import synthetic
+from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import protocols
 
 
 def _ids(path):
@@ -34,7 +39,8 @@ def _channel_spread(path):
 
 
 def test_sysu_layout(sysu_dir):
-  assert sorted(os.listdir(sysu_dir)) == [f"cam{c}" for c in range(1, 7)] + ["exp"]
+  assert sorted(os.listdir(sysu_dir)) == [f"cam{c}" for c in range(1, 7)] + [
+      "exp", synthetic.RECIPE_FILE]
   splits = {s: _ids(layouts.sysu_split_path(sysu_dir, s))
             for s in layouts.SYSU_SPLIT_FILES}
   assert splits["available"] == list(range(1, 13))
@@ -149,3 +155,57 @@ def test_nir_is_many_to_one_and_not_monotone_in_colour():
   # so matching colours across modalities does not solve RGB-IR re-id.
   luma = colours @ np.array([0.299, 0.587, 0.114], np.float32)
   assert abs(np.corrcoef(luma, grey)[0, 1]) < 0.2
+
+
+def test_like_sysu_test_fits_the_official_perm_file(tmp_path):
+  """The test split is the real test set's shape: its ids, cameras and image counts,
+  so that `evaluate --perm_file=<official>` runs on the generated set."""
+  root = str(tmp_path / "sysu")
+  synthetic.generate(synthetic.SyntheticConfig(
+      layout="sysu", output_dir=root, num_ids=98, like_sysu_test=True, image_height=32,
+      min_images=1, max_images=2), log=lambda *a: None)
+  perm, official = protocols.official_test_layout(protocols.OFFICIAL_SPLIT_DIR)
+  test = readers.read_sysu(root, "test")
+  assert sorted((r.pid, r.camera, r.frame) for r in test) == sorted(
+      map(tuple, official.tolist()))
+  assert len(test) == 10578  # the real test set: 3,803 IR and 6,775 RGB images
+  train_ids = {r.pid for r in readers.read_sysu(root, "train")}
+  assert len(train_ids) == 2 and not train_ids & {r.pid for r in test}
+  # Every trial's indices of every (camera, id) fall inside the generated folder.
+  counts = {}
+  for r in test:
+    counts[(r.camera, r.pid)] = counts.get((r.camera, r.pid), 0) + 1
+  for (cam, pid), n in counts.items():
+    rows = perm.get(cam, pid)
+    assert rows.shape == (10, n) and rows.min() >= 1 and rows.max() <= n
+  feats = features_lib.FeatureSet(
+      features=np.random.default_rng(0).normal(size=(len(test), 4)).astype(np.float32),
+      ids=np.array([r.pid for r in test]), cams=np.array([r.camera for r in test]),
+      frames=np.array([r.frame for r in test]),
+      modality=np.array([r.modality for r in test]))
+  features_lib.save(str(tmp_path / "f.npz"), feats)
+  result = subprocess.run(
+      [sys.executable, "-m", "jsia_tf.evaluate", f"--features={tmp_path / 'f.npz'}",
+       "--protocol=sysu", "--mode=all", "--shots=1",
+       f"--perm_file={os.path.join(protocols.OFFICIAL_SPLIT_DIR, 'rand_perm_cam.mat')}"],
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "all-search single-shot" in result.stdout
+
+
+@pytest.mark.parametrize("cfg, flag", [
+    (dict(layout="regdb", like_sysu_test=True), "--like_sysu_test"),
+    (dict(layout="sysu", like_sysu_test=True, num_ids=97), "--num_ids=97"),
+])
+def test_like_sysu_test_errors_name_the_flag(cfg, flag):
+  with pytest.raises(errors.ConfigError, match=flag):
+    synthetic.SyntheticConfig(output_dir="x", **cfg)
+
+
+def test_the_recipe_is_written_and_read_back(tmp_path):
+  cfg = synthetic.SyntheticConfig(layout="regdb", output_dir=str(tmp_path / "r"),
+                                  num_ids=4, seed=3, num_workers=1)
+  synthetic.generate(cfg, log=lambda *a: None)
+  assert synthetic.read_recipe(cfg.output_dir) == synthetic.recipe(cfg)
+  assert synthetic.recipe(cfg)["seed"] == 3 and "output_dir" not in synthetic.recipe(cfg)
+  assert synthetic.read_recipe(str(tmp_path)) is None

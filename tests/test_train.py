@@ -459,3 +459,28 @@ def test_cli_bad_inputs(sysu_dir, tmp_path):
   proc = _train_cli(f"--data_dir={sysu_dir}", f"--workdir={tmp_path}/f", "--lambda_ui=0")
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "--lambda_ui: 0.01 in the saved config, 0.0 now" in proc.stderr
+
+
+def test_the_demo_data_set_is_generated_again_when_its_recipe_differs(tmp_path,
+                                                                     monkeypatch):
+  from jsia_tf.data import synthetic  # pylint: disable=import-outside-toplevel
+  root = str(tmp_path / "regdb_demo")
+  demo = synthetic.SyntheticConfig(layout="regdb", output_dir=root, num_ids=4,
+                                   num_workers=1)
+  monkeypatch.setitem(loop.DEMO_DATA, "regdb", demo)
+  data = config_lib.DataConfig(dataset="regdb")
+  lines = []
+  assert loop.with_demo_data(data, lines.append).data_dir == root
+  assert "generating the demo regdb data set" in lines[0]
+  assert synthetic.read_recipe(root) == synthetic.recipe(demo)
+  lines.clear()
+  loop.with_demo_data(data, lines.append)
+  assert "using the demo regdb data set" in lines[0]
+  # A set of the demo's name made with other settings (or none recorded) is replaced.
+  synthetic.generate(dataclasses.replace(demo, num_ids=6, overwrite=True),
+                     log=lambda *a: None)
+  lines.clear()
+  loop.with_demo_data(data, lines.append)
+  assert "is not the demo regdb data set" in lines[0] and "generating it again" in lines[0]
+  assert synthetic.read_recipe(root) == synthetic.recipe(demo)
+  assert len(os.listdir(os.path.join(root, "Visible"))) == 4

@@ -16,11 +16,12 @@ Command line: `python -m jsia_tf.generate --layout=sysu|regdb --output_dir=DIR`.
 
 import dataclasses
 import io
+import json
 import multiprocessing
 import os
 import shutil
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -30,6 +31,7 @@ from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import progress as progress_lib
 from jsia_tf.data import layouts
+from jsia_tf.evaluation import protocols
 
 # Material indices of the label map; 0 is background.
 BACKGROUND, SKIN, HAIR, UPPER, UPPER2, LOWER, SHOES, BAG = range(8)
@@ -48,6 +50,9 @@ _NIR_PHASE = 0.6
 _NIR_SKIN = 0.82  # skin is bright under NIR illumination whatever its visible tone
 
 
+SYSU_TEST_IDS = 96  # the real SYSU-MM01 test split's identities
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
   """What to generate. Field names are the flags of `python -m jsia_tf.generate`."""
@@ -62,6 +67,10 @@ class SyntheticConfig:
   # Mean crop height of SYSU-layout images; widths and heights vary around it like
   # real detector crops. RegDB images are always 128 x 64, as in the real set.
   image_height: int = 128
+  # SYSU layout: the test split is the real SYSU-MM01 test set's shape (its 96 ids,
+  # cameras and per-(camera, id) image counts, from the official split files), so
+  # that the official rand_perm_cam.mat fits the generated set.
+  like_sysu_test: bool = False
   num_workers: int = 2
   overwrite: bool = False
 
@@ -73,6 +82,13 @@ class SyntheticConfig:
     # The SYSU split needs at least one id in each of train, val and test; RegDB
     # halves the ids per trial.
     config_lib.require(self.num_ids >= 3, "num_ids", self.num_ids, "an integer >= 3")
+    config_lib.require(not self.like_sysu_test or self.layout == "sysu", "like_sysu_test",
+                       self.like_sysu_test, "only with --layout=sysu")
+    config_lib.require(not self.like_sysu_test or self.num_ids >= SYSU_TEST_IDS + 2,
+                       "num_ids", self.num_ids,
+                       f"an integer >= {SYSU_TEST_IDS + 2} with --like_sysu_test (the "
+                       f"real test set's {SYSU_TEST_IDS} ids, then at least one train "
+                       f"and one val id)")
     config_lib.require(1 <= self.min_images <= self.max_images, "min_images",
                        self.min_images, f"an integer in 1..max_images={self.max_images}")
     config_lib.require(32 <= self.image_height <= 512, "image_height",
@@ -369,18 +385,33 @@ def sysu_plan(cfg: SyntheticConfig) -> Tuple[Dict[str, List[int]], List[Tuple]]:
   seen by at least one RGB and one IR camera.
   """
   rng = np.random.default_rng([cfg.seed, 1])
-  ids = np.arange(1, cfg.num_ids + 1)
-  order = rng.permutation(ids)
-  n_test = max(1, int(round(0.2 * cfg.num_ids)))
-  n_val = max(1, int(round(0.2 * cfg.num_ids)))
-  splits = {
-      "test": sorted(order[:n_test].tolist()),
-      "val": sorted(order[n_test:n_test + n_val].tolist()),
-      "train": sorted(order[n_test + n_val:].tolist()),
-      "available": ids.tolist(),
-  }
+  if cfg.like_sysu_test:
+    official = _official_test_counts()
+    test = sorted({pid for _, pid in official})
+    # The other ids take the smallest numbers the official test ids leave free.
+    others = [i for i in range(1, cfg.num_ids + len(test) + 1) if i not in set(test)]
+    others = np.array(others[:cfg.num_ids - len(test)])
+    order = rng.permutation(others)
+    n_val = max(1, int(round(0.25 * len(others))))  # 20 % of all ids, as below
+    splits = {"test": test, "val": sorted(order[:n_val].tolist()),
+              "train": sorted(order[n_val:].tolist())}
+  else:
+    official = {}
+    order = rng.permutation(np.arange(1, cfg.num_ids + 1))
+    n_test = max(1, int(round(0.2 * cfg.num_ids)))
+    n_val = max(1, int(round(0.2 * cfg.num_ids)))
+    splits = {
+        "test": sorted(order[:n_test].tolist()),
+        "val": sorted(order[n_test:n_test + n_val].tolist()),
+        "train": sorted(order[n_test + n_val:].tolist()),
+    }
+  ids = sorted(splits["test"] + splits["val"] + splits["train"])
+  splits["available"] = ids
   folders = []
-  for pid in ids.tolist():
+  for pid in ids:
+    if pid in splits["test"] and official:
+      folders += [(cam, pid, n) for (cam, p), n in official.items() if p == pid]
+      continue
     for cams, p in ((layouts.SYSU_RGB_CAMERAS, 0.7), (layouts.SYSU_IR_CAMERAS, 0.8)):
       chosen = [c for c in cams if rng.random() < p]
       if not chosen:
@@ -388,6 +419,14 @@ def sysu_plan(cfg: SyntheticConfig) -> Tuple[Dict[str, List[int]], List[Tuple]]:
       for cam in chosen:
         folders.append((cam, pid, int(rng.integers(cfg.min_images, cfg.max_images + 1))))
   return splits, sorted(folders)
+
+
+def _official_test_counts() -> Dict[Tuple[int, int], int]:
+  """{(camera, id): number of images} of the real SYSU-MM01 test set, from the
+  official split files shipped with the package."""
+  _, rows = protocols.official_test_layout(protocols.OFFICIAL_SPLIT_DIR)
+  cams_ids, counts = np.unique(rows[:, [1, 0]], axis=0, return_counts=True)
+  return {(int(c), int(p)): int(n) for (c, p), n in zip(cams_ids, counts)}
 
 
 def _encode(image: np.ndarray, fmt: str) -> bytes:
@@ -475,6 +514,27 @@ def _write_regdb(cfg: SyntheticConfig, root: str) -> List:
           for m in layouts.REGDB_FOLDERS for pid in ids]
 
 
+# The file in a generated set that records the flags its bytes are a function of.
+RECIPE_FILE = "generator.json"
+# SyntheticConfig fields that do not change the bytes of the set.
+_NOT_RECIPE = ("output_dir", "num_workers", "overwrite")
+
+
+def recipe(cfg: SyntheticConfig) -> Dict:
+  """The fields of `cfg` that determine the generated bytes."""
+  return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_RECIPE}
+
+
+def read_recipe(root: str) -> Optional[Dict]:
+  """The recipe a generated set at `root` was written with; None if it has none
+  (not a generated set, or an unreadable file)."""
+  try:
+    with open(os.path.join(root, RECIPE_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def generate(cfg: SyntheticConfig, log=print) -> Dict:
   """Writes the data set of `cfg` to `cfg.output_dir` and returns a summary dict.
 
@@ -495,6 +555,8 @@ def generate(cfg: SyntheticConfig, log=print) -> Dict:
   start = time.time()
   try:
     jobs = (_write_sysu if cfg.layout == "sysu" else _write_regdb)(cfg, tmp)
+    with open(os.path.join(tmp, RECIPE_FILE), "w") as f:
+      json.dump(recipe(cfg), f, indent=2, sort_keys=True)
     total = sum(job[5] for job in jobs)
     done = 0
     if cfg.num_workers > 1:

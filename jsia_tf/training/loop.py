@@ -45,6 +45,9 @@ Log = Callable[[str], None]
 CONSOLE_TERMS = ("total", "dis", "gan", "recon", "cycle", "v", "id", "il", "lr", "ui",
                  "dis_sl", "sl_gan")
 DEMO_DATA_DIRS = {"sysu": "data/sysu_demo", "regdb": "data/regdb_demo"}
+# The demo data sets (the configurations measured: docs/experiments.md).
+DEMO_DATA = {dataset: synthetic.SyntheticConfig(layout=dataset, output_dir=root)
+             for dataset, root in DEMO_DATA_DIRS.items()}
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -55,14 +58,22 @@ def lrs_named(lrs: Dict[str, float]) -> Dict[str, float]:
 
 def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.DataConfig:
   """`data` itself when it names a data set; else the generated demo set of its
-  layout (in `DEMO_DATA_DIRS`), generated first if it is not there yet."""
+  layout (`DEMO_DATA`), generated first if it is not there or was generated with
+  other settings."""
   if data.data_dir or data.tfrecord_dir:
     return data
-  root = DEMO_DATA_DIRS[data.dataset]
+  demo = DEMO_DATA[data.dataset]
+  root = demo.output_dir
   if not os.path.isdir(root):
     log(f"no --data_dir given: generating the demo {data.dataset} data set in {root}")
-    synthetic.generate(synthetic.SyntheticConfig(layout=data.dataset, output_dir=root),
-                       log=log)
+    synthetic.generate(demo, log=log)
+  elif synthetic.read_recipe(root) != synthetic.recipe(demo):
+    # An older or hand-made set under the demo's name would give other numbers than
+    # the ones the docs quote.
+    log(f"no --data_dir given: {root} is not the demo {data.dataset} data set "
+        f"({synthetic.RECIPE_FILE} differs from {synthetic.recipe(demo)}): "
+        f"generating it again")
+    synthetic.generate(dataclasses.replace(demo, overwrite=True), log=log)
   else:
     log(f"no --data_dir given: using the demo {data.dataset} data set in {root}")
   return dataclasses.replace(data, data_dir=root)
