@@ -2,6 +2,7 @@
 when its process is gone."""
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -90,3 +91,48 @@ def test_cli_refuses_a_workdir_in_use(sysu_dir, tmp_path):
   assert result.stderr.splitlines()[-1].startswith(
       f"error: --workdir={workdir} is in use by another run (pid {os.getpid()} on ")
   assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def _contend(workdir, rounds, barrier, results):
+  """One of N processes: each round, take the round's lock at the same instant as
+  the others, then hold it until every process has tried."""
+  for r in range(rounds):
+    barrier.wait()
+    try:
+      with experiment.workdir_lock(os.path.join(workdir, f"round{r}"), log=lambda m: None):
+        results.put((r, "held"))
+        barrier.wait()
+    except errors.ConfigError:
+      results.put((r, "refused"))
+      barrier.wait()
+    except Exception as e:  # pylint: disable=broad-except
+      results.put((r, f"crashed: {e!r}"))
+      barrier.wait()
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
+def test_processes_started_together_get_exactly_one_holder(tmp_path, stale):
+  """N processes released by a barrier, many rounds, on a fresh workdir or on one
+  with a dead run's lock: exactly one holds the lock every round, none crashes."""
+  n, rounds = 4, 60
+  workdir = str(tmp_path)
+  if stale:
+    dead = _dead_pid()
+    for r in range(rounds):
+      _write_lock(os.path.join(workdir, f"round{r}"), pid=dead)
+  ctx = multiprocessing.get_context("spawn")
+  barrier, results = ctx.Barrier(n), ctx.Queue()
+  procs = [ctx.Process(target=_contend, args=(workdir, rounds, barrier, results))
+           for _ in range(n)]
+  for p in procs:
+    p.start()
+  outcomes = [results.get(timeout=300) for _ in range(n * rounds)]
+  for p in procs:
+    p.join(timeout=60)
+    assert p.exitcode == 0
+  per_round = {}
+  for r, outcome in outcomes:
+    per_round.setdefault(r, []).append(outcome)
+  for r in range(rounds):
+    assert sorted(per_round[r]) == ["held"] + ["refused"] * (n - 1), (r, per_round[r])
+    assert not os.path.exists(os.path.join(workdir, f"round{r}", experiment.LOCK_FILE))

@@ -9,6 +9,7 @@ at a time holds a workdir (`workdir_lock`).
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import os
 import socket
@@ -91,14 +92,35 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def _read_holder(fd: int) -> dict:
+  """The record in an open lock file; {} while it is empty or half-written."""
+  try:
+    os.lseek(fd, 0, os.SEEK_SET)
+    holder = json.loads(os.read(fd, 1 << 16).decode("utf-8"))
+    return holder if isinstance(holder, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _in_use(workdir: str, path: str, holder: dict) -> errors.ConfigError:
+  return errors.ConfigError(
+      f"--workdir={workdir} is in use by another run (pid {holder.get('pid', '?')} on "
+      f"{holder.get('host', '?')}, started {holder.get('started', '?')}: "
+      f"{holder.get('command', '?')}); wait for it, or use another --workdir. If that "
+      f"run is gone, delete {path}")
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str, log: Callable[[str], None] = print) -> Iterator[str]:
   """Holds `workdir/run.lock` (pid, host, start time, command) while the block runs.
 
+  The lock is an exclusive `flock` on the open file, which the kernel drops when the
+  process ends however it ends, so taking it is atomic and a dead run's lock is free.
   A second run on the same workdir is refused with a ConfigError naming the holder.
-  A lock left by a process that is gone (same host) is taken over with a warning;
-  one from another host is not (its process cannot be checked from here). An
-  unwritable workdir fails naming the path.
+  A free lock file left by a process that is gone (same host) is taken over with a
+  warning; one naming another host is not (a file system that does not share locks
+  between hosts would make that run look gone), nor one naming a live process of
+  this host. An unwritable workdir fails naming the path.
   """
   path = os.path.join(workdir, LOCK_FILE)
   host = socket.gethostname()
@@ -109,41 +131,57 @@ def workdir_lock(workdir: str, log: Callable[[str], None] = print) -> Iterator[s
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise errors.ConfigError(f"--workdir={workdir}: cannot be created ({e.strerror})") from None
-  for _ in range(2):
+  fd = None
+  for _ in range(100):
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      try:
-        with open(path) as f:
-          holder = json.load(f)
-        pid, holder_host = int(holder["pid"]), str(holder["host"])
-      except (OSError, ValueError, KeyError, TypeError):
-        holder, pid, holder_host = {}, None, host  # half-written: its writer died
-      if holder_host != host or (pid is not None and _alive(pid)):
-        raise errors.ConfigError(
-            f"--workdir={workdir} is in use by another run (pid {pid} on {holder_host}, "
-            f"started {holder.get('started', '?')}: {holder.get('command', '?')}); "
-            f"wait for it, or use another --workdir. If that run is gone, delete "
-            f"{path}") from None
-      log(f"warning: taking over {path} from a run that is gone (pid {pid}, started "
-          f"{holder.get('started', '?')})")
-      os.remove(path)
-      continue
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
       raise errors.ConfigError(f"--workdir={workdir}: cannot write {path} "
                                f"({e.strerror})") from None
-    with os.fdopen(fd, "w") as f:
-      json.dump(record, f)
-    break
-  else:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read_holder(fd)
+      os.close(fd)
+      raise _in_use(workdir, path, holder) from None
+    try:
+      same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+      same_file = False
+    if same_file:
+      break
+    # The holder removed the file between our open and our lock: try the new one.
+    os.close(fd)
+    fd = None
+  if fd is None:
     raise errors.ConfigError(f"--workdir={workdir}: could not take {path}")
+  try:
+    holder = _read_holder(fd)
+    if holder:
+      pid, holder_host = holder.get("pid"), holder.get("host")
+      if holder_host != host or (isinstance(pid, int) and pid != os.getpid()
+                                 and _alive(pid)):
+        raise _in_use(workdir, path, holder)
+    if os.fstat(fd).st_size:
+      log(f"warning: taking over {path} from a run that is gone (pid "
+          f"{holder.get('pid')}, started {holder.get('started', '?')})")
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(record).encode("utf-8"))
+  except OSError as e:
+    os.close(fd)
+    raise errors.ConfigError(f"--workdir={workdir}: cannot write {path} "
+                             f"({e.strerror})") from None
+  except BaseException:
+    os.close(fd)
+    raise
   try:
     yield path
   finally:
+    # Removed while still locked: a run that opened this file meanwhile sees, once it
+    # has the lock, that the path no longer names it, and tries again.
     try:
-      with open(path) as f:
-        mine = json.load(f).get("pid") == record["pid"]
-      if mine:
-        os.remove(path)
-    except (OSError, ValueError):
+      os.remove(path)
+    except OSError:
       pass
+    os.close(fd)
