@@ -26,3 +26,7 @@ def cause(e: BaseException) -> str:
   """The short cause of an OSError ("No space left on device") or a TensorFlow
   OpError (its message), for an error message that names the path itself."""
   return getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+
+
+class CheckpointError(JsiaError, RuntimeError):
+  """No checkpoint of a run can be read; the message lists each one tried and why."""

@@ -17,6 +17,7 @@ from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import pipeline
 from jsia_tf.models import feature
+from jsia_tf.training import checkpoints
 from jsia_tf.training import experiment
 from jsia_tf.training import trainer as trainer_lib
 
@@ -77,13 +78,18 @@ def find_checkpoint(path: str, flag: str = "workdir") -> Tuple[str, str]:
       raise errors.ConfigError(
           f"--{flag}={path} is not a training workdir: it has no "
           f"{experiment.CONFIG_FILE} (expected the --workdir of python -m jsia_tf.train)")
-    prefix = tf.train.latest_checkpoint(trainer_lib.checkpoint_dir(path))
+    prefix = checkpoints.newest_loadable(trainer_lib.checkpoint_dir(path))
     if not prefix:
       raise errors.ConfigError(
           f"--{flag}={path} has no checkpoint in {trainer_lib.checkpoint_dir(path)}: "
           f"train first (python -m jsia_tf.train --workdir={path})")
     return path, prefix
   if os.path.isfile(path + ".index"):
+    reason = checkpoints.unreadable_reason(path)
+    if reason:
+      raise errors.CheckpointError(
+          f"--{flag}={path}: the checkpoint cannot be read ({reason}); name an older "
+          f"one, or its workdir to take the newest that loads")
     return os.path.dirname(os.path.dirname(os.path.abspath(path))), path
   raise errors.ConfigError(
       f"--{flag}={path} does not exist: expected a training workdir or a checkpoint "
@@ -139,6 +145,11 @@ def restore_into(root: tf.train.Checkpoint, prefix: str, workdir: str) -> None:
   if problem:
     del root, status
     collect_quietly()
+    if not os.path.isfile(prefix + ".index"):
+      raise errors.CheckpointError(
+          f"checkpoint {prefix} was removed while it was read (a training run on "
+          f"{workdir} keeps only its newest --keep_checkpoints); rerun to take the "
+          f"newest")
     raise errors.ConfigError(f"checkpoint {prefix} does not fit the model of {workdir}/"
                              f"{experiment.CONFIG_FILE}: {problem}")
 

@@ -22,6 +22,7 @@ from jsia_tf import losses
 from jsia_tf.models import authors
 from jsia_tf.models import feature
 from jsia_tf.models import torchvision_resnet
+from jsia_tf.training import checkpoints
 from jsia_tf.training import experiment
 from jsia_tf.training import trainer as trainer_lib
 
@@ -81,7 +82,7 @@ def convert(checkpoint_dir: str, workdir: str, num_classes: Optional[int] = None
   from their checkpoint; returns the checkpoint prefix. Refuses a workdir that
   already holds checkpoints."""
   epoch, paths = find_files(checkpoint_dir, epoch)
-  if tf.train.latest_checkpoint(trainer_lib.checkpoint_dir(workdir)):
+  if checkpoints.has_checkpoint_files(trainer_lib.checkpoint_dir(workdir)):
     raise errors.ConfigError(f"--workdir={workdir} already holds checkpoints; give a "
                              f"new directory")
   log(f"reading epoch {epoch}: " + ", ".join(os.path.basename(p) for p in paths))

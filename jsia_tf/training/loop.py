@@ -36,6 +36,7 @@ from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 from jsia_tf.evaluation import report as report_lib
 from jsia_tf.models import feature
+from jsia_tf.training import checkpoints
 from jsia_tf.training import distribute
 from jsia_tf.training import experiment
 from jsia_tf.training import summaries
@@ -287,26 +288,45 @@ def _train_step(trainer, batches, step: int, t: config_lib.TrainConfig,
         f"TensorFlow: {type(e).__name__}: {said}") from None
 
 
+def _logged_rows(path: str):
+  """(line, step) of each row of the metrics file `path`; step None for a row cut
+  short by a kill."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.readlines()
+  rows = []
+  for line in lines:
+    try:
+      rows.append((line, int(json.loads(line)["step"])))
+    except (ValueError, KeyError, TypeError):
+      rows.append((line, None))
+  return rows
+
+
+def _refuse_a_silent_restart(t: config_lib.TrainConfig, metrics_path: str) -> None:
+  """A run with no checkpoint whose metrics went past its first checkpoint lost its
+  checkpoints: starting again from step 0 would overwrite the record of that run."""
+  logged = max((s for _, s in _logged_rows(metrics_path) if s is not None), default=0)
+  if logged > t.checkpoint_every:
+    raise errors.CheckpointError(
+        f"--workdir={t.workdir} has no checkpoint in {trainer_lib.checkpoint_dir(t.workdir)}, "
+        f"but {metrics_path} logs steps up to {logged} (checkpoints every "
+        f"{t.checkpoint_every}): its checkpoints were removed. Starting again from step "
+        f"0 would overwrite that run; move {t.workdir} away or use another --workdir")
+
+
 def _truncate_metrics(path: str, step: int, log: Log) -> None:
   """Drops the rows of `path` after `step`: a run killed after its last checkpoint
   logged steps that the resumed run logs again."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = f.readlines()
-  keep = []
-  for line in lines:
-    try:
-      if json.loads(line)["step"] <= step:
-        keep.append(line)
-    except (ValueError, KeyError, TypeError):
-      pass  # a row cut short by the kill
-  if len(keep) != len(lines):
+  rows = _logged_rows(path)
+  keep = [line for line, s in rows if s is not None and s <= step]
+  if len(keep) != len(rows):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(keep)
     os.replace(tmp, path)
-    log(f"{path}: dropped {len(lines) - len(keep)} row(s) after step {step}, the step "
+    log(f"{path}: dropped {len(rows) - len(keep)} row(s) after step {step}, the step "
         f"this run resumes from")
 
 
@@ -340,17 +360,21 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
       f"{strategy.num_replicas_in_sync} replica(s) ({t.strategy}); preset "
       f"{cfg.model.preset}; workdir {t.workdir}")
   trainer = trainer_lib.Trainer(cfg, strategy, num_classes)
+  # Every worker resumes from the chief's newest checkpoint that loads (a worker's
+  # own are scratch); the chief points the state file at it before saving there.
+  last_checkpoint = checkpoints.newest_loadable(trainer_lib.checkpoint_dir(t.workdir),
+                                                log, repair=chief)
   ckpt_dir = trainer_lib.checkpoint_dir(t.workdir)
   if not chief:  # every worker must save (collectives); only the chief's is kept
     ckpt_dir = os.path.join(t.workdir, f".worker{distribute.task_id(strategy)}")
   manager = trainer.checkpoint_manager(ckpt_dir)
-  # Every worker resumes from the chief's checkpoint (a worker's own are scratch).
-  last_checkpoint = tf.train.latest_checkpoint(trainer_lib.checkpoint_dir(t.workdir))
   step = trainer.restore(last_checkpoint)
   saved_step = step if last_checkpoint else None
   if step:
     log(f"resumed from {last_checkpoint} at step {step} ({t.stage(step - 1)} stage)")
   if chief:
+    if last_checkpoint is None:
+      _refuse_a_silent_restart(t, os.path.join(t.workdir, METRICS_FILE))
     _truncate_metrics(os.path.join(t.workdir, METRICS_FILE), step, log)
   end = min(t.total_steps, t.stop_at_step) if t.stop_at_step else t.total_steps
 
