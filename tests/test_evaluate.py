@@ -143,3 +143,47 @@ def test_cli_unknown_protocol_and_unfit_perm_file(features_file):
   result = _run(f"--features={features_file}", f"--perm_file={perm}")
   assert result.returncode == 2 and "does not fit the features" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def _damaged(path, tmp_path, name, **arrays):
+  with np.load(path) as data:
+    base = {k: data[k] for k in data.files}
+  out = str(tmp_path / name)
+  np.savez(out, **{**base, **arrays})
+  return out
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("nan_ids.npz", lambda n: {"ids": np.full(n, np.nan)}, "ids must hold integers"),
+    ("fractional_cams.npz", lambda n: {"cams": np.full(n, 1.5)},
+     "cams must hold integers, got dtype float64 with the value 1.5"),
+    ("string_features.npz", lambda n: {"features": np.array([["x"]] * n)},
+     "features must be a real number matrix"),
+    ("complex_features.npz", lambda n: {"features": np.ones((n, 2), np.complex64)},
+     "features must be a real number matrix"),
+    ("no_dimensions.npz", lambda n: {"features": np.ones((n, 0), np.float32)},
+     "features must be 2-D [N, D] with D >= 1"),
+])
+def test_cli_names_the_field_of_a_bad_features_file(features_file, tmp_path, name, change,
+                                                    message):
+  n = len(features_lib.load(features_file).ids)
+  result = _run(f"--features={_damaged(features_file, tmp_path, name, **change(n))}")
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"error: features file {tmp_path / name}: {message}"), result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("empty.npz", lambda p: open(p, "wb").close(), "is not a readable .npz"),
+    ("cut.npz", lambda p: open(p, "wb").write(b"PK\x03\x04" + b"\0" * 40),
+     "is not a readable .npz"),
+    ("one_array.npy", lambda p: np.save(p, np.ones(3)), "is a single array (.npy)"),
+])
+def test_cli_names_an_unreadable_features_file(tmp_path, name, write, message):
+  path = str(tmp_path / name)
+  write(path)
+  result = _run(f"--features={path}")
+  assert result.returncode == 2
+  assert f"error: features file {path} {message}" in result.stderr, result.stderr
+  assert "Traceback" not in result.stderr

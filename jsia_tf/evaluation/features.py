@@ -13,6 +13,7 @@ and optionally `paths` (str [N]). Written by feature extraction, read by
 
 import dataclasses
 import os
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -35,10 +36,13 @@ class FeatureSet:
 
   def __post_init__(self):
     self.features = np.asarray(self.features)
+    if self.features.dtype.kind not in "fiu":
+      raise errors.DataError(f"features must be a real number matrix [N, D], got dtype "
+                             f"{self.features.dtype}")
     for name in REQUIRED[1:]:
-      setattr(self, name, np.asarray(getattr(self, name)).astype(np.int64))
-    if self.features.ndim != 2:
-      raise errors.DataError(f"features must be 2-D [N, D], got shape "
+      setattr(self, name, _integers(name, getattr(self, name)))
+    if self.features.ndim != 2 or self.features.shape[1] < 1:
+      raise errors.DataError(f"features must be 2-D [N, D] with D >= 1, got shape "
                              f"{self.features.shape}")
     n = len(self.features)
     for name in REQUIRED[1:] + (("paths",) if self.paths is not None else ()):
@@ -56,6 +60,22 @@ class FeatureSet:
                          for f in dataclasses.fields(self)})
 
 
+def _integers(name: str, values) -> np.ndarray:
+  """`values` as int64, if every one is a whole number; else a DataError naming the
+  field (a float column of ids is accepted only when it holds whole numbers)."""
+  values = np.asarray(values)
+  if values.dtype.kind in "iu":
+    return values.astype(np.int64)
+  if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(
+      values == np.round(values)):
+    return values.astype(np.int64)
+  bad = values.ravel()[:1]
+  if values.dtype.kind == "f":
+    bad = values[~(np.isfinite(values) & (values == np.round(values)))].ravel()[:1]
+  raise errors.DataError(f"{name} must hold integers, got dtype {values.dtype}"
+                         + (f" with the value {bad[0].item()!r}" if bad.size else ""))
+
+
 def save(path: str, feature_set: FeatureSet) -> None:
   """Writes `feature_set` to `path` (.npz), atomically."""
   arrays = {name: getattr(feature_set, name) for name in REQUIRED}
@@ -71,9 +91,17 @@ def load(path: str) -> FeatureSet:
   if not os.path.isfile(path):
     raise errors.DataError(f"features file {path} does not exist")
   try:
-    with np.load(path, allow_pickle=False) as data:
+    data = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise errors.DataError(f"features file {path} is not a readable .npz ({e or 'empty'})"
+                           ) from None
+  if not isinstance(data, np.lib.npyio.NpzFile):
+    raise errors.DataError(f"features file {path} is a single array (.npy), not an .npz "
+                           f"of arrays {', '.join(REQUIRED)}")
+  try:
+    with data:
       arrays = {k: data[k] for k in data.files}
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise errors.DataError(f"features file {path} is not a readable .npz ({e})") from None
   missing = [k for k in REQUIRED if k not in arrays]
   if missing:
