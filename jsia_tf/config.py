@@ -398,13 +398,17 @@ class TrainConfig:
     require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
     require(self.joint_steps >= 1, "joint_steps", self.joint_steps, "an integer >= 1")
     require(self.gen_ids >= 0, "gen_ids", self.gen_ids, "an integer >= 0")
+    # Comparisons are False for NaN, so each range below also refuses NaN; an lr
+    # above 1 only ever blows a network's weights up.
     for name in ("lr_g", "lr_dis", "lr_f"):
-      require(getattr(self, name) > 0, name, getattr(self, name), "a positive float")
+      require(0 < getattr(self, name) <= 1, name, getattr(self, name),
+              "a learning rate in (0, 1]")
     for name in ("beta1_g", "beta1_f", "beta2", "lr_decay_at", "lr_decay"):
       value = getattr(self, name)
       require(0.0 <= value <= 1.0, name, value, "a float in [0, 1]")
     for name in ("weight_decay_g", "weight_decay_f"):
-      require(getattr(self, name) >= 0, name, getattr(self, name), "a float >= 0")
+      require(0 <= getattr(self, name) <= 1, name, getattr(self, name),
+              "a float in [0, 1]")
     require(self.strategy in STRATEGIES, "strategy", self.strategy,
             f"one of {', '.join(STRATEGIES)}")
     require(self.num_cpu_devices >= 0, "num_cpu_devices", self.num_cpu_devices,

@@ -198,6 +198,9 @@ def unseen_identity_loss(logits_mix: tf.Tensor, logits_1: tf.Tensor,
   return tf.reduce_sum(target * (log_target - tf.nn.log_softmax(logits_mix)), axis=-1)
 
 
+MAX_WEIGHT = 1000.0
+
+
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
   """The named weight of every term of Eq. (16) (and of Eq. (8)'s parts). A weight
@@ -217,9 +220,11 @@ class LossWeights:
   lambda_sl_gan: float = 1.0
 
   def __post_init__(self):
+    # The paper's weights are at most 10; far larger ones overflow float32 losses.
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      config_lib.require(value >= 0, field.name, value, "a weight >= 0")
+      config_lib.require(0 <= value <= MAX_WEIGHT, field.name, value,
+                         f"a weight in [0, {MAX_WEIGHT:g}]")
 
   def active(self) -> Dict[str, float]:
     """{term: weight} of the terms that are switched on ("gan", "recon", ...)."""

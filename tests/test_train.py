@@ -1,6 +1,7 @@
 """Training: the tiny preset end to end, resume, replicas, schedules and bad input."""
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -22,12 +23,14 @@ from jsia_tf import losses
 from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.training import checkpoints
 from jsia_tf.training import experiment
 from jsia_tf.training import loop
 from jsia_tf.training import trainer as trainer_lib
 
 from conftest import REPO
 from conftest import run_python
+from conftest import train_config_from_argv
 from conftest import user_env
 
 
@@ -402,9 +405,67 @@ def test_a_hung_worker_stops_the_others_with_an_error_naming_it(sysu_dir, tmp_pa
   _assert_dead_worker_error(outputs[0][2])
 
 
-def test_check_finite_names_term_step_and_checkpoint():
-  with pytest.raises(errors.TrainingError, match=r"'recon' is nan at step 7.*ckpt-5"):
-    loop._check_finite({"total": 1.0, "recon": float("nan")}, 7, "w/checkpoints/ckpt-5")
+def test_check_finite_names_term_step_and_no_checkpoint(tmp_path):
+  with pytest.raises(errors.TrainingError, match=r"loss term 'recon' is nan at step 7: "
+                                                 r".* is none \(none was written yet\)"):
+    loop._check_finite({"total": 1.0, "recon": float("nan")}, 7, str(tmp_path))
+
+
+def test_weights_gone_non_finite_are_never_saved(sysu_dir, tmp_path, monkeypatch):
+  """The losses of step 2 are finite but its update leaves NaN in a weight: the
+  checkpoint of step 2 is not written, and the error names ckpt-1, checked finite."""
+  original = trainer_lib.Trainer.train_step
+
+  def poisoned_step(self, batch, step):
+    values = original(self, batch, step)
+    if step == 1:  # the second step
+      weight = self.model.F.trainable_variables[0]
+      weight.assign(tf.fill(weight.shape, float("nan")))
+    return values
+
+  monkeypatch.setattr(trainer_lib.Trainer, "train_step", poisoned_step)
+  cfg = _cfg(sysu_dir, tmp_path / "w", checkpoint_every=1)
+  ckpt_1 = os.path.join(str(tmp_path / "w"), "checkpoints", "ckpt-1")
+  with pytest.raises(errors.TrainingError,
+                     match=r"1 weight\(s\) hold NaN or Inf \(.*\) at step 2: training "
+                           r"stopped.*with finite weights \(checked\) is "
+                           + re.escape(ckpt_1)):
+    loop.run(cfg, log=lambda _: None)
+  assert not glob.glob(os.path.join(str(tmp_path / "w"), "checkpoints", "ckpt-2*"))
+
+
+def test_a_checkpoint_holding_nan_is_not_loadable(tmp_path):
+  tf.train.Checkpoint(v=tf.Variable([1.0, float("inf")])).write(str(tmp_path / "ckpt-4"))
+  assert "holds NaN or Inf" in checkpoints.unreadable_reason(str(tmp_path / "ckpt-4"))
+  with pytest.raises(errors.CheckpointError, match="ckpt-4: v/.* holds NaN or Inf"):
+    checkpoints.newest_loadable(str(tmp_path), lambda _: None)
+
+
+def test_optimizer_settings_may_change_on_resume_with_a_warning(sysu_dir, tmp_path):
+  cfg = _cfg(sysu_dir, tmp_path / "w")
+  experiment.prepare_workdir(cfg)
+  lower = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_f=1e-5))
+  lines = []
+  experiment.prepare_workdir(lower, lines.append)
+  assert lines == [f"warning: resuming {cfg.train.workdir} with other optimizer settings "
+                   f"(--lr_f: 0.00045 in the saved config, 1e-05 now); "
+                   f"{cfg.train.workdir}/config.json records the new ones"]
+  saved = config_lib.load(experiment.ExperimentConfig,
+                          os.path.join(cfg.train.workdir, "config.json"))
+  assert saved.train.lr_f == 1e-5
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--lr_f=1e30", "a learning rate in (0, 1]"), ("--lr_g=inf", "a learning rate in (0, 1]"),
+    ("--lr_dis=nan", "a learning rate in (0, 1]"), ("--lr_f=0", "a learning rate in (0, 1]"),
+    ("--lambda_recon=1e38", "a weight in [0, 1000]"), ("--lambda_il=inf", "a weight in [0, 1000]"),
+    ("--lambda_gan=-1", "a weight in [0, 1000]"), ("--weight_decay_f=-0.1", "a float in [0, 1]"),
+])
+def test_absurd_optimizer_and_weight_flags_are_refused(flag, expected):
+  name = flag.split("=")[0]
+  with pytest.raises(errors.ConfigError, match=re.escape(name) + ".* is invalid: expected "
+                                                 + re.escape(expected)):
+    train_config_from_argv(flag)
 
 
 def test_conflicting_workdir_config_is_refused(sysu_dir, tmp_path):

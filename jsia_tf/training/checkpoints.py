@@ -3,15 +3,16 @@
 TensorFlow's `checkpoint` state file is a cache: a run can lose it, or find it
 truncated or naming a checkpoint whose files a crash, a full disk or a hand cut short.
 The truth is the directory itself. A checkpoint counts as loadable when its index
-parses and every tensor reads back: TensorFlow's bundle format stores a CRC32C of
-each tensor in the index and checks it on every read, so a flipped bit or a cut data
-file is caught without a checksum of our own.
+parses, every tensor reads back and every float tensor is finite: TensorFlow's bundle
+format stores a CRC32C of each tensor in the index and checks it on every read, so a
+flipped bit or a cut data file is caught without a checksum of our own.
 """
 
 import os
 import re
 from typing import Callable, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from jsia_tf import errors
@@ -40,11 +41,16 @@ def has_checkpoint_files(directory: str) -> bool:
 
 
 def unreadable_reason(prefix: str) -> Optional[str]:
-  """None when every tensor of `prefix` reads back (CRC checked); else why not."""
+  """None when every tensor of `prefix` reads back (CRC checked) and every float
+  tensor is finite; else why not. A checkpoint holding NaN or Inf is as good as
+  lost: a run resumed from it, or an export of it, only carries the NaN on."""
   try:
     reader = tf.train.load_checkpoint(prefix)
-    for name in reader.get_variable_to_shape_map():
-      reader.get_tensor(name)
+    for name in sorted(reader.get_variable_to_shape_map()):
+      value = reader.get_tensor(name)
+      if (getattr(value, "dtype", None) is not None and value.dtype.kind == "f"
+          and not np.all(np.isfinite(value))):
+        return f"{name} holds NaN or Inf"
   except Exception as e:  # pylint: disable=broad-except
     # TensorFlow's reader raises DataLossError, NotFoundError, IndexError ("Read less
     # bytes than requested"), ValueError, ...: any of them means the file is bad.

@@ -33,6 +33,12 @@ RUNTIME_FIELDS = {
 }
 
 
+# The optimizer settings: a resume may change them (with a warning), so that a run
+# stopped by a non-finite value goes on from its last checkpoint with a lower lr.
+OPTIMIZER_FIELDS = {"lr_g", "lr_dis", "lr_f", "lr_decay", "lr_decay_at", "beta1_g",
+                    "beta1_f", "beta2", "weight_decay_g", "weight_decay_f"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Everything a training run depends on."""
@@ -49,25 +55,36 @@ class ExperimentConfig:
         f"(data {self.data.image_size})")
 
 
-def conflicts(saved: ExperimentConfig, wanted: ExperimentConfig) -> List[str]:
-  """`--flag: saved value -> wanted value` for each weight-shaping field that
-  differs."""
+def _differences(saved: ExperimentConfig, wanted: ExperimentConfig,
+                 kept: Callable[[str, str], bool]) -> List[str]:
   out = []
   for group in ("data", "model", "loss", "train"):
     a, b = getattr(saved, group), getattr(wanted, group)
     for field in dataclasses.fields(a):
-      if field.name in RUNTIME_FIELDS.get(group, ()):
-        continue
       old, new = getattr(a, field.name), getattr(b, field.name)
-      if old != new:
+      if kept(group, field.name) and old != new:
         out.append(f"--{field.name}: {old!r} in the saved config, {new!r} now")
   return out
 
 
-def prepare_workdir(cfg: ExperimentConfig) -> None:
+def conflicts(saved: ExperimentConfig, wanted: ExperimentConfig) -> List[str]:
+  """`--flag: saved value -> wanted value` for each weight-shaping field that
+  differs (neither a runtime field nor an optimizer setting)."""
+  return _differences(saved, wanted, lambda group, name: not (
+      name in RUNTIME_FIELDS.get(group, ()) or (group == "train" and name in
+                                                 OPTIMIZER_FIELDS)))
+
+
+def optimizer_changes(saved: ExperimentConfig, wanted: ExperimentConfig) -> List[str]:
+  """The same for the optimizer settings, which a resume may change."""
+  return _differences(saved, wanted,
+                      lambda group, name: group == "train" and name in OPTIMIZER_FIELDS)
+
+
+def prepare_workdir(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> None:
   """Creates the workdir and writes `config.json`; for an existing workdir, refuses
-  a config whose weight-shaping fields differ from the saved one, then records the
-  current (runtime) settings."""
+  a config whose weight-shaping fields differ from the saved one, warns of changed
+  optimizer settings, then records the current settings."""
   path = os.path.join(cfg.train.workdir, CONFIG_FILE)
   if os.path.exists(path):
     saved = config_lib.load(ExperimentConfig, path)
@@ -77,6 +94,10 @@ def prepare_workdir(cfg: ExperimentConfig) -> None:
           f"--workdir={cfg.train.workdir} holds a run with another configuration "
           f"({path}); resuming it with these flags would mix two experiments. "
           f"Differences: {'; '.join(diff)}. Use a new --workdir, or the saved flags.")
+    changed = optimizer_changes(saved, cfg)
+    if changed:
+      log(f"warning: resuming {cfg.train.workdir} with other optimizer settings "
+          f"({'; '.join(changed)}); {path} records the new ones")
   os.makedirs(cfg.train.workdir, exist_ok=True)
   config_lib.save(cfg, path)
 

@@ -85,14 +85,31 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _check_finite(values: Dict[str, float], step: int, last_checkpoint: Optional[str]):
+def _stop_non_finite(what: str, step: int, ckpt_dir: str) -> None:
+  """Stops the run: `what` went non-finite at `step`; names the newest checkpoint
+  whose every tensor reads back finite (checked now, not assumed)."""
+  try:
+    good = checkpoints.newest_loadable(ckpt_dir, log=lambda _: None)
+  except errors.CheckpointError:
+    good = None
+  raise errors.TrainingError(
+      f"{what} at step {step}: training stopped, and nothing of this step is saved. "
+      f"The newest checkpoint with finite weights (checked) is "
+      f"{good or 'none (none was written yet)'}; rerun with lower learning rates "
+      f"(--lr_g, --lr_dis, --lr_f may change on resume) to go on from it")
+
+
+def _check_finite(values: Dict[str, float], step: int, ckpt_dir: str) -> None:
   for name, value in values.items():
     if not math.isfinite(value):
-      raise errors.TrainingError(
-          f"loss term {name!r} is {value} at step {step}: training stopped. The last "
-          f"good checkpoint, {last_checkpoint or 'none (none was written yet)'}, is "
-          f"kept; lower the learning rates or the loss weights and rerun to resume "
-          f"from it")
+      _stop_non_finite(f"loss term {name!r} is {value}", step, ckpt_dir)
+
+
+def _check_finite_weights(trainer, step: int, ckpt_dir: str) -> None:
+  bad = trainer.nonfinite_variables()
+  if bad:
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    _stop_non_finite(f"{len(bad)} weight(s) hold NaN or Inf ({shown})", step, ckpt_dir)
 
 
 def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, float]:
@@ -352,7 +369,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
   feature.check_backbone_weights(cfg.model)  # fail fast, before any data is read
   chief = distribute.is_chief(strategy)
   if chief:
-    experiment.prepare_workdir(cfg)
+    experiment.prepare_workdir(cfg, log)
   train_table = tfrecords.load_split(cfg.data, "train")
   test_table = tfrecords.load_split(cfg.data, "test") if chief else None
   num_classes = int(train_table.label.max()) + 1
@@ -391,6 +408,8 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
 
   def save():
     nonlocal last_checkpoint, saved_step
+    # A checkpoint is the run's only memory: never one with NaN or Inf weights.
+    _check_finite_weights(trainer, step, trainer_lib.checkpoint_dir(t.workdir))
     last_checkpoint, saved_step = _save(manager, step, last_checkpoint), step
 
   stop = (PreemptionStop(strategy, manager, save) if t.strategy == "multi_worker"
@@ -402,7 +421,7 @@ def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
       if step_values is None:  # preempted: the workers saved this step
         break
       values = step_values
-      _check_finite(values, step + 1, last_checkpoint)
+      _check_finite(values, step + 1, trainer_lib.checkpoint_dir(t.workdir))
       meter.add(values)
       step += 1
       if step % t.log_every == 0 or step == end:

@@ -432,6 +432,15 @@ class Trainer:
                                       max_to_keep=self.cfg.train.keep_checkpoints,
                                       step_counter=self.step)
 
+  def nonfinite_variables(self) -> List[str]:
+    """Names of the networks' and optimizers' variables that hold NaN or Inf."""
+    variables = list(self.model.variables)
+    for optimizer in self.optimizers.values():
+      variables += list(optimizer.variables)
+    floats = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
+    return [getattr(v, "path", v.name) for v in floats
+            if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+
   def restore(self, prefix: Optional[str]) -> int:
     """Restores the checkpoint `prefix` (nothing when None); returns the step."""
     if prefix:
