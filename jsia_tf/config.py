@@ -8,6 +8,7 @@ validation error can name the flag to fix.
 import dataclasses
 import json
 import os
+import typing
 from typing import Any, Mapping, Tuple
 
 from jsia_tf import errors
@@ -78,6 +79,9 @@ def from_dict(cls, values: Mapping[str, Any], source: str = "config"):
   in error messages. A class may define `upgrade_fields(values) -> values` to read
   the fields of configs written by an older jsia_tf.
   """
+  if not isinstance(values, Mapping):
+    raise errors.ConfigError(f"{source}: {cls.__name__} must be a JSON object, got "
+                             f"{json.dumps(values)}")
   if hasattr(cls, "upgrade_fields"):
     values = cls.upgrade_fields(dict(values))
   fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -86,15 +90,56 @@ def from_dict(cls, values: Mapping[str, Any], source: str = "config"):
     raise errors.ConfigError(
         f"{source}: unknown field(s) {unknown} for {cls.__name__}; "
         f"expected a subset of {sorted(fields)}")
+  missing = sorted(name for name, f in fields.items() if name not in values
+                   and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
+  if missing:
+    raise errors.ConfigError(f"{source}: {cls.__name__} lacks the field(s) {missing}")
   kwargs = {}
   for name, value in values.items():
     field_type = fields[name].type
-    if dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
+    if dataclasses.is_dataclass(field_type):
       value = from_dict(field_type, value, source)
-    elif isinstance(value, list):
-      value = tuple(value)
+    else:
+      if not _has_type(value, field_type):
+        raise errors.ConfigError(
+            f"{source}: field {name!r} is {json.dumps(value)}; expected "
+            f"{_type_name(field_type)}")
+      if isinstance(value, list):
+        value = tuple(value)
     kwargs[name] = value
-  return cls(**kwargs)
+  try:
+    return cls(**kwargs)
+  except errors.ConfigError as e:
+    if source == "config":
+      raise
+    raise errors.ConfigError(f"{source}: {e}") from None
+
+
+def _has_type(value: Any, field_type) -> bool:
+  """Whether a JSON value fits a config field's type (bool is not a number, an int
+  is a float, a list fits Tuple[X, ...])."""
+  if field_type is bool:
+    return isinstance(value, bool)
+  if field_type is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if field_type is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if field_type is str:
+    return isinstance(value, str)
+  if typing.get_origin(field_type) is tuple:
+    item = typing.get_args(field_type)[0]
+    return isinstance(value, (list, tuple)) and all(_has_type(v, item) for v in value)
+  return True
+
+
+def _type_name(field_type) -> str:
+  if typing.get_origin(field_type) is tuple:
+    item = typing.get_args(field_type)[0]
+    return "a list of " + {bool: "booleans", int: "integers", float: "numbers",
+                           str: "strings"}.get(item, str(item))
+  return {bool: "true or false", int: "an integer", float: "a number",
+          str: "a string"}.get(field_type, str(field_type))
 
 
 def save(config, path: str) -> None:

@@ -8,6 +8,7 @@ from absl import flags as absl_flags
 from flags import data_flags
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import losses
 
 from conftest import train_config_from_argv
 
@@ -80,3 +81,32 @@ def test_presets_set_schedule_batch_and_f_lr_unless_flags_do():
       20000, 10000, 4.5e-4)
   mine = train_config_from_argv("--preset=demo", "--lr_f=2e-4", "--joint_steps=7", "--batch_p=4")
   assert (mine.train.lr_f, mine.train.joint_steps, mine.data.batch_p) == (2e-4, 7, 4)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v["loss"].update(lambda_gan="one"), "field 'lambda_gan' is \"one\"; expected a number"),
+    (lambda v: v.update(data=5), "DataConfig must be a JSON object, got 5"),
+    (lambda v: v.update(data=None), "DataConfig must be a JSON object, got null"),
+    (lambda v: v.pop("train"), "ExperimentConfig lacks the field(s) ['train']"),
+    (lambda v: v["train"].update(log_every=-5), "--log_every=-5 is invalid"),
+    (lambda v: v["train"].update(deterministic=1), "field 'deterministic' is 1; expected true or false"),
+    (lambda v: v["model"].update(small_widths=[8, "a"]), "expected a list of integers"),
+    (lambda v: v["train"].update(warmup_steps=2.5), "field 'warmup_steps' is 2.5; expected an integer"),
+])
+def test_a_hand_edited_config_json_names_the_file_and_field(tmp_path, change, message):
+  from jsia_tf.training import experiment  # pylint: disable=import-outside-toplevel
+  model = config_lib.model_config("tiny")
+  cfg = experiment.ExperimentConfig(
+      config_lib.DataConfig(data_dir="d", image_height=model.image_height,
+                            image_width=model.image_width),
+      model, losses.LossWeights(), config_lib.TrainConfig())
+  path = str(tmp_path / "config.json")
+  config_lib.save(cfg, path)
+  with open(path) as f:
+    values = json.load(f)
+  change(values)
+  with open(path, "w") as f:
+    json.dump(values, f)
+  with pytest.raises(errors.ConfigError) as e:
+    config_lib.load(experiment.ExperimentConfig, path)
+  assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
