@@ -17,6 +17,10 @@ def define_export_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
   flags.DEFINE_integer("version", 0, "Version number (subdirectory) to write; 0: one "
                        "above the newest.", flag_values=flag_values)
+  flags.DEFINE_string("umask", config_lib.ExportConfig.umask, "Permission bits the "
+                      "export's files and folders do not get, in octal as umask(1): "
+                      "022 gives folders 0755 and files 0644, readable by a server "
+                      "running as another user.", flag_values=flag_values)
 
 
 def export_config_from_flags(flag_values=flags.FLAGS) -> config_lib.ExportConfig:

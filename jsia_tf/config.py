@@ -500,11 +500,16 @@ class ExportConfig:
   checkpoint: str = ""
   export_dir: str = ""
   version: int = 0
+  # Permission bits the export's files and folders do NOT get (octal, as umask(1)):
+  # 022 makes them readable by TF Serving running as another user.
+  umask: str = "022"
 
   def __post_init__(self):
     require(bool(self.workdir) or bool(self.checkpoint), "workdir", self.workdir,
             "a training workdir (or --checkpoint=WORKDIR/checkpoints/ckpt-N)")
     require(self.version >= 0, "version", self.version, "an integer >= 1 (0: next)")
+    require(len(self.umask) <= 4 and all(c in "01234567" for c in self.umask)
+            and bool(self.umask), "umask", self.umask, "octal digits such as 022")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_restore_refuses_a_checkpoint_of_another_model(tiny_run, tmp_path):
   json.dump(cfg, open(path, "w"))
   with pytest.raises(errors.ConfigError, match="does not fit the model"):
     extractor_lib.restore(workdir)
-  os.remove(os.path.join(workdir, "checkpoints", "checkpoint"))
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
   with pytest.raises(errors.ConfigError, match="has no checkpoint"):
     extractor_lib.find_checkpoint(workdir)
 
@@ -233,3 +234,43 @@ def test_cli_refusals_that_need_a_run(tiny_run, export_dir, tmp_path):
                        f"--output={tmp_path}/o")
   assert missing.returncode == 2 and "--query=" in missing.stderr and \
       "does not exist" in missing.stderr, missing.stderr
+
+
+def test_an_empty_batch_gives_an_empty_embedding_matrix(export_dir):
+  served = saved_model.Served(export_dir)
+  assert served.embed_images(tf.zeros((0, 40, 20, 3))).shape == (0, 32)
+  assert served.embed_bytes(tf.constant([], tf.string)).shape == (0, 32)
+
+
+def test_export_modes_follow_the_umask(restored, export_dir, tmp_path):
+  def modes(root):
+    return {os.stat(os.path.join(d, n)).st_mode & 0o777
+            for d, dirs, files in os.walk(root) for n in dirs + files} | {
+                os.stat(root).st_mode & 0o777}
+  # The default (022): readable by a server running as another user.
+  assert modes(os.path.join(export_dir, "1")) == {0o755, 0o644}
+  private = saved_model.export(restored.extractor, restored.config, str(tmp_path / "m"),
+                               log=lambda _: None, umask=0o077)
+  assert modes(private) == {0o700, 0o600}
+
+
+def test_sigterm_during_export_removes_the_temporary_version(restored, tmp_path,
+                                                             monkeypatch):
+  base = str(tmp_path / "models")
+  original = saved_model._check
+
+  def check_then_sigterm(directory, extractor):
+    original(directory, extractor)
+    os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, mid-export
+
+  monkeypatch.setattr(saved_model, "_check", check_then_sigterm)
+  with pytest.raises(errors.JsiaError, match=r"stopped by SIGTERM while exporting "
+                                             r"version 1 .* is removed"):
+    saved_model.export(restored.extractor, restored.config, base, log=lambda _: None)
+  assert os.listdir(base) == []
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_cli_refuses_a_bad_umask(tiny_run):
+  result = run_python("-m", "jsia_tf.export", f"--workdir={tiny_run}", "--umask=9")
+  assert result.returncode == 2 and "--umask='9' is invalid" in result.stderr

@@ -51,8 +51,12 @@ class Extractor(tf.Module):
     return int(self.F.bn_neck.moving_mean.shape[0])
 
   def embed(self, x: tf.Tensor) -> tf.Tensor:
-    """Images [B, H, W, 3] in [-1, 1] at the model's size -> embeddings [B, D]."""
-    return tf.cast(self.F.embed(x, flip_average=self.flip_average), tf.float32)
+    """Images [B, H, W, 3] in [-1, 1] at the model's size -> embeddings [B, D]; an
+    empty batch gives [0, D] (oneDNN's BatchNorm kernel fails on zero images)."""
+    return tf.cond(
+        tf.shape(x)[0] > 0,
+        lambda: tf.cast(self.F.embed(x, flip_average=self.flip_average), tf.float32),
+        lambda: tf.zeros([0, self.embedding_dim], tf.float32))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                               name="images")])

@@ -10,11 +10,14 @@ renamed into place: TF Serving (which watches numeric names) never sees a half
 version, and a failed export leaves nothing behind.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from typing import Dict
 
 import numpy as np
@@ -56,11 +59,43 @@ def new_version(export_dir: str, version: int = 0):
   return version, final
 
 
+class _Terminated(Exception):
+  """SIGTERM arrived during an export."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+  """Turns SIGTERM into an exception while the block runs, so that a stopped export
+  removes its temporary directory (SIGTERM's default ends the process at once)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    raise _Terminated()
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _set_modes(root: str, umask: int) -> None:
+  """Folders 0777 and files 0666, less `umask`, under `root` and for `root`."""
+  for folder, _, files in os.walk(root):
+    os.chmod(folder, 0o777 & ~umask)
+    for name in files:
+      os.chmod(os.path.join(folder, name), 0o666 & ~umask)
+
+
 def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
            export_dir: str, version: int = 0, checkpoint: str = "", step: int = 0,
-           log=print) -> str:
+           log=print, umask: int = 0o022) -> str:
   """Writes `extractor` as version `version` (0: one above the newest) of
-  `export_dir`; returns the version directory."""
+  `export_dir`, its folders and files with the modes `umask` leaves; returns the
+  version directory."""
   version, final = new_version(export_dir, version)
   try:
     os.makedirs(export_dir, exist_ok=True)
@@ -69,41 +104,22 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
     raise errors.ConfigError(f"--export_dir={export_dir}: cannot be written "
                              f"({e.strerror})") from None
   try:
-    metadata = {
-        "version": version,
-        "image_size": list(extractor.image_size),
-        "embedding_dim": extractor.embedding_dim,
-        "flip_average": extractor.flip_average,
-        "grey_input": cfg.model.grey_input,
-        "preset": cfg.model.preset,
-        "checkpoint": os.path.abspath(checkpoint) if checkpoint else "",
-        "step": step,
-        "signatures": {
-            SERVING_DEFAULT: {"inputs": {"images": "float32 [B, H, W, 3] RGB 0..255"},
-                              "outputs": {"embedding": "float32 [B, D], L2-normalised"}},
-            IMAGE_BYTES: {"inputs": {"image_bytes": "string [B] JPEG/PNG/BMP"},
-                          "outputs": {"embedding": "float32 [B, D], L2-normalised"}}},
-    }
-    with tempfile.TemporaryDirectory() as assets:
-      config_lib.save(cfg, os.path.join(assets, experiment.CONFIG_FILE))
-      with open(os.path.join(assets, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2, sort_keys=True)
-      servable = tf.Module()
-      servable.extractor = extractor
-      servable.config_file = tf.saved_model.Asset(
-          os.path.join(assets, experiment.CONFIG_FILE))
-      servable.metadata_file = tf.saved_model.Asset(os.path.join(assets, METADATA_FILE))
-      tf.saved_model.save(servable, staging, signatures={
-          SERVING_DEFAULT: extractor.serve_images.get_concrete_function(),
-          IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function()})
-    _check(staging, extractor)
-    os.rename(staging, final)
+    with _sigterm_raises():
+      _write_version(extractor, cfg, staging, version, checkpoint, step)
+      _set_modes(staging, umask)
+      os.rename(staging, final)
   except (OSError, tf.errors.OpError) as e:  # disk full, permissions
     shutil.rmtree(staging, ignore_errors=True)
     raise errors.ConfigError(
         f"--export_dir={export_dir}: writing version {version} failed "
         f"({errors.cause(e)}); "
         f"nothing was left behind and the existing versions are untouched") from None
+  except _Terminated:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise errors.JsiaError(
+        f"stopped by SIGTERM while exporting version {version} to {export_dir}: its "
+        f"temporary directory {staging} is removed and the existing versions are "
+        f"untouched") from None
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -111,6 +127,39 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
       f"resized to {extractor.image_size[0]}x{extractor.image_size[1]}; embedding "
       f"dim {extractor.embedding_dim})")
   return final
+
+
+def _write_version(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
+                   staging: str, version: int, checkpoint: str, step: int) -> None:
+  """Writes the SavedModel with its assets into `staging` and checks it."""
+  metadata = {
+      "version": version,
+      "image_size": list(extractor.image_size),
+      "embedding_dim": extractor.embedding_dim,
+      "flip_average": extractor.flip_average,
+      "grey_input": cfg.model.grey_input,
+      "preset": cfg.model.preset,
+      "checkpoint": os.path.abspath(checkpoint) if checkpoint else "",
+      "step": step,
+      "signatures": {
+          SERVING_DEFAULT: {"inputs": {"images": "float32 [B, H, W, 3] RGB 0..255"},
+                            "outputs": {"embedding": "float32 [B, D], L2-normalised"}},
+          IMAGE_BYTES: {"inputs": {"image_bytes": "string [B] JPEG/PNG/BMP"},
+                        "outputs": {"embedding": "float32 [B, D], L2-normalised"}}},
+  }
+  with tempfile.TemporaryDirectory() as assets:
+    config_lib.save(cfg, os.path.join(assets, experiment.CONFIG_FILE))
+    with open(os.path.join(assets, METADATA_FILE), "w") as f:
+      json.dump(metadata, f, indent=2, sort_keys=True)
+    servable = tf.Module()
+    servable.extractor = extractor
+    servable.config_file = tf.saved_model.Asset(
+        os.path.join(assets, experiment.CONFIG_FILE))
+    servable.metadata_file = tf.saved_model.Asset(os.path.join(assets, METADATA_FILE))
+    tf.saved_model.save(servable, staging, signatures={
+        SERVING_DEFAULT: extractor.serve_images.get_concrete_function(),
+        IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function()})
+  _check(staging, extractor)
 
 
 def _check(directory: str, extractor: extractor_lib.Extractor) -> None:
@@ -186,4 +235,4 @@ def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
   run = extractor_lib.restore(source, flag)
   log(f"exporting {run.checkpoint} (step {run.step})")
   return export(run.extractor, run.config, export_dir, cfg.version, run.checkpoint,
-                run.step, log)
+                run.step, log, umask=int(cfg.umask, 8))
