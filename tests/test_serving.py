@@ -274,3 +274,27 @@ def test_sigterm_during_export_removes_the_temporary_version(restored, tmp_path,
 def test_cli_refuses_a_bad_umask(tiny_run):
   result = run_python("-m", "jsia_tf.export", f"--workdir={tiny_run}", "--umask=9")
   assert result.returncode == 2 and "--umask='9' is invalid" in result.stderr
+
+
+def test_a_gallery_with_link_loops_fifos_and_dangling_links(tmp_path, caplog):
+  """Every image once, by its own name; loops, links to nowhere, links to each other
+  and FIFOs are skipped and named, never walked into or read (a FIFO would block)."""
+  gallery = tmp_path / "g"
+  (gallery / "0001").mkdir(parents=True)
+  Image.new("RGB", (16, 32)).save(gallery / "0001" / "a.jpg")
+  Image.new("RGB", (16, 32)).save(gallery / "0001" / "b.png")
+  os.symlink(".", gallery / "loop")
+  os.symlink("..", gallery / "0001" / "up")
+  os.symlink("x.jpg", gallery / "y.jpg")
+  os.symlink("y.jpg", gallery / "x.jpg")
+  os.symlink("missing.jpg", gallery / "dangling.jpg")
+  os.mkfifo(gallery / "fifo.jpg")
+  os.symlink(os.path.join("0001", "a.jpg"), gallery / "alias.jpg")
+  images = search.list_images(str(gallery), "gallery")
+  assert images == [str(gallery / "0001" / "a.jpg"), str(gallery / "0001" / "b.png")]
+  log = caplog.text
+  assert "skipped 2 link(s) to a folder already walked" in log
+  assert "skipped 3 link(s) that lead to no file" in log and "dangling.jpg" in log
+  assert "skipped 1 FIFO(s), socket(s) or device(s): " + str(gallery / "fifo.jpg") in log
+  assert "skipped 1 second name(s) of an image already listed: " + str(
+      gallery / "alias.jpg") in log

@@ -13,6 +13,7 @@ files are unchanged.
 import json
 import os
 import re
+import stat
 import time
 from typing import Dict, List, Optional
 
@@ -40,7 +41,10 @@ _FRAME = {"query": (40, 90, 220), True: (30, 170, 60), False: (210, 40, 40),
 
 def list_images(path: str, flag: str) -> List[str]:
   """`path` itself if it is an image file, else the images under the folder `path`
-  (recursive, sorted); other files are counted in the log."""
+  (recursive, sorted), each counted once by its real path. Links to folders already
+  walked (a loop, or a second way in), links that lead nowhere, and FIFOs, sockets
+  and devices are skipped, counted and named in the log (a FIFO named .jpg would
+  block the read forever); other files are counted."""
   if os.path.isfile(path):
     if not path.lower().endswith(layouts.IMAGE_EXTENSIONS):
       raise errors.ConfigError(f"--{flag}={path} is not an image (expected "
@@ -48,14 +52,47 @@ def list_images(path: str, flag: str) -> List[str]:
     return [path]
   if not os.path.isdir(path):
     raise errors.ConfigError(f"--{flag}={path} does not exist")
-  images, others = [], 0
+  found, others = [], 0
+  skipped: Dict[str, List[str]] = {}
+  walked = {os.path.realpath(path)}
   for folder, dirs, names in os.walk(path, followlinks=True):
-    dirs.sort()
-    for name in sorted(names):
-      if name.lower().endswith(layouts.IMAGE_EXTENSIONS):
-        images.append(os.path.join(folder, name))
+    kept_dirs = []
+    for name in sorted(dirs):
+      real = os.path.realpath(os.path.join(folder, name))
+      if real in walked:
+        skipped.setdefault("link(s) to a folder already walked",
+                           []).append(os.path.join(folder, name))
       else:
+        walked.add(real)
+        kept_dirs.append(name)
+    dirs[:] = kept_dirs
+    for name in sorted(names):
+      full = os.path.join(folder, name)
+      try:
+        mode = os.stat(full).st_mode
+      except OSError:  # a dangling link, or links that point at each other
+        skipped.setdefault("link(s) that lead to no file", []).append(full)
+        continue
+      if stat.S_ISDIR(mode):
+        continue  # a link to a folder os.walk lists among the files: walked above
+      if not stat.S_ISREG(mode):
+        skipped.setdefault("FIFO(s), socket(s) or device(s)", []).append(full)
+      elif not name.lower().endswith(layouts.IMAGE_EXTENSIONS):
         others += 1
+      else:
+        found.append(full)
+  # One name per real file: the file's own name before a link's (its folders carry
+  # the labels), then the first in walk order.
+  chosen = {}
+  for full in sorted(found, key=os.path.islink):
+    chosen.setdefault(os.path.realpath(full), full)
+  images = [full for full in found if chosen[os.path.realpath(full)] == full]
+  seconds = [full for full in found if chosen[os.path.realpath(full)] != full]
+  if seconds:
+    skipped["second name(s) of an image already listed"] = seconds
+  for why, paths in skipped.items():
+    logging.warning("--%s: skipped %d %s: %s", flag, len(paths), why,
+                    ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else ""))
   if others:
     logging.warning("--%s: ignored %d non-image file(s) under %s", flag, others, path)
   if not images:
