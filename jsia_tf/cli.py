@@ -1,5 +1,6 @@
 """Shared plumbing of the command-line entry points (absl apps)."""
 
+import os
 import sys
 
 from absl import app
@@ -15,8 +16,10 @@ def run(main):
 
   User errors (a missing directory, a malformed split file, a bad flag value) are
   expected outcomes with messages written for people, so they are printed without a
-  traceback. Anything else is a bug and keeps its traceback. `--verbosity` lets
-  TensorFlow's log lines through (`console`).
+  traceback. So is an operating system's refusal that no writer turned into one (a
+  full disk, a permission): `error: PATH: reason`. A closed stdout (`| head`) ends
+  the program quietly with status 0. Anything else is a bug and keeps its
+  traceback. `--verbosity` lets TensorFlow's log lines through (`console`).
   """
 
   def _main(argv):
@@ -24,9 +27,21 @@ def run(main):
       console.show_tensorflow_logs()
     try:
       return main(argv)
+    except BrokenPipeError:
+      # The reader went away: nothing is wrong. Python would complain again when
+      # it flushes stdout at exit, so stdout goes to /dev/null first.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+      sys.exit(0)
     except errors.JsiaError as e:
-      logging.flush()
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      _fail(str(e))
+    except OSError as e:
+      where = f"{e.filename}: " if e.filename else ""
+      _fail(f"{where}{errors.cause(e)}")
 
   app.run(_main)
+
+
+def _fail(message: str) -> None:
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)

@@ -12,6 +12,7 @@ import typing
 from typing import Any, Mapping, Tuple
 
 from jsia_tf import errors
+from jsia_tf import files
 
 DATASETS = ("sysu", "regdb")
 SYNTHETIC_LAYOUTS = DATASETS
@@ -143,13 +144,9 @@ def _type_name(field_type) -> str:
 
 
 def save(config, path: str) -> None:
-  """Writes `config` as indented JSON, atomically (write to a temp file, rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(to_dict(config), f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  """Writes `config` as indented JSON, atomically (`files.atomic_write`)."""
+  files.atomic_write(path, lambda f: f.write(
+      json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n"))
 
 
 def load(cls, path: str):

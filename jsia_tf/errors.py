@@ -30,3 +30,8 @@ def cause(e: BaseException) -> str:
 
 class CheckpointError(JsiaError, RuntimeError):
   """No checkpoint of a run can be read; the message lists each one tried and why."""
+
+
+class OutputError(JsiaError, RuntimeError):
+  """A result could not be written (disk full, permissions, a folder in the way);
+  the message names the path, and nothing half-written is left there."""

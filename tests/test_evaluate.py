@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -16,7 +18,9 @@ from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 
+from conftest import REPO
 from conftest import run_python
+from conftest import user_env
 
 
 def _tiny_model():
@@ -187,3 +191,14 @@ def test_cli_names_an_unreadable_features_file(tmp_path, name, write, message):
   assert result.returncode == 2
   assert f"error: features file {path} {message}" in result.stderr, result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_a_closed_stdout_ends_quietly(features_file):
+  """`python -m jsia_tf.evaluate ... | head -1`: the reader goes away early."""
+  proc = subprocess.Popen([sys.executable, "-m", "jsia_tf.evaluate",
+                           f"--features={features_file}"], cwd=REPO, env=user_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc.stdout.close()  # as head does once it has its line
+  stderr = proc.stderr.read().decode()
+  assert proc.wait(timeout=120) == 0, stderr
+  assert "Traceback" not in stderr and "BrokenPipe" not in stderr

@@ -4,6 +4,9 @@ versions."""
 
 import errno
 import os
+import resource
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -15,6 +18,9 @@ from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
 from jsia_tf.training import experiment
 from jsia_tf.training import loop
+
+from conftest import REPO
+from conftest import user_env
 
 
 def test_export_dir_not_writable_or_full(tiny_run, tmp_path, monkeypatch):
@@ -68,3 +74,65 @@ def test_a_checkpoint_that_cannot_be_written_names_the_last_good_one(sysu_dir, t
   assert tf.train.load_checkpoint(os.path.join(checkpoints, "ckpt-1")).get_tensor(
       "step/.ATTRIBUTES/VARIABLE_VALUE") == 1
   assert not os.path.exists(os.path.join(cfg.train.workdir, "run.lock"))  # released
+
+
+def _run_with_file_size_limit(limit_bytes, *args):
+  """`python ARGS` from the repository root with RLIMIT_FSIZE: a write past the limit
+  fails with EFBIG ("File too large"), as a full disk fails a write (Python ignores
+  SIGXFSZ). Needs no mount."""
+  def limit():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                        env=user_env(), timeout=600, preexec_fn=limit)
+
+
+def _one_error_line(result, *parts):
+  assert result.returncode == 2, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and all(p in last for p in parts), result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_generate_on_a_full_disk_leaves_nothing(tmp_path):
+  out = tmp_path / "data"
+  result = _run_with_file_size_limit(
+      20_000, "-m", "jsia_tf.generate", "--layout=regdb", "--num_ids=4",
+      "--num_workers=1", f"--output_dir={out}")
+  _one_error_line(result, "File too large")
+  assert os.listdir(tmp_path) == []  # neither the set nor its temporary folder
+
+
+def test_build_tfrecords_on_a_full_disk_leaves_no_shard(sysu_dir, tmp_path):
+  out = tmp_path / "records"
+  result = _run_with_file_size_limit(
+      50_000, "tools/build_tfrecords.py", "--dataset=sysu", f"--data_dir={sysu_dir}",
+      f"--output_dir={out}")
+  _one_error_line(result, f"cannot write {out}/", "File too large",
+                  "shards written so far are removed")
+  assert not [n for n in os.listdir(out) if n.endswith(".tfrecord") or "manifest" in n]
+
+
+def test_evaluate_output_json_full_or_a_folder(tiny_run, tmp_path):
+  features = os.path.join(tiny_run, "eval", "features.npz")
+  report = tmp_path / "report.json"
+  result = _run_with_file_size_limit(
+      1_000, "-m", "jsia_tf.evaluate", f"--features={features}",
+      f"--output_json={report}")
+  _one_error_line(result, f"cannot write {report}", "File too large")
+  assert os.listdir(tmp_path) == []  # no report, no temporary file
+  result = _run_with_file_size_limit(
+      10**9, "-m", "jsia_tf.evaluate", f"--features={features}",
+      f"--output_json={tmp_path}")
+  _one_error_line(result, f"cannot write {tmp_path}", "is a directory")
+
+
+def test_search_output_on_a_full_disk_is_one_error_line(sysu_dir, tiny_run, tmp_path):
+  export_dir = tmp_path / "export"
+  restored = extractor_lib.restore(tiny_run)
+  saved_model.export(restored.extractor, restored.config, str(export_dir),
+                     log=lambda _: None)
+  result = _run_with_file_size_limit(
+      3_000, "-m", "jsia_tf.search", f"--saved_model={export_dir}",
+      f"--query={sysu_dir}/cam3", f"--gallery={sysu_dir}/cam1",
+      f"--output={tmp_path / 'out'}")
+  _one_error_line(result, "File too large")

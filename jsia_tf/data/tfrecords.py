@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.data import readers
 from jsia_tf.data import table as table_lib
 
@@ -50,13 +51,24 @@ def write_split(table: table_lib.ImageTable, output_dir: str, split: str,
     os.remove(stale)
   num_shards = max(1, -(-len(table) // images_per_shard))
   names = []
-  for shard in range(num_shards):
-    name = f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
-    with tf.io.TFRecordWriter(os.path.join(output_dir, name)) as writer:
-      for i in range(shard * images_per_shard,
-                     min(len(table), (shard + 1) * images_per_shard)):
-        writer.write(_example(table, i))
-    names.append(name)
+  try:
+    for shard in range(num_shards):
+      name = f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+      names.append(name)
+      with tf.io.TFRecordWriter(os.path.join(output_dir, name)) as writer:
+        for i in range(shard * images_per_shard,
+                       min(len(table), (shard + 1) * images_per_shard)):
+          writer.write(_example(table, i))
+  except BaseException as e:
+    # No partial shard is left for a reader to take for a whole one.
+    for name in names:
+      if os.path.exists(os.path.join(output_dir, name)):
+        os.remove(os.path.join(output_dir, name))
+    if isinstance(e, (OSError, tf.errors.OpError)):
+      raise errors.OutputError(
+          f"cannot write {os.path.join(output_dir, names[-1])} ({errors.cause(e)}); "
+          f"the {split} shards written so far are removed") from None
+    raise
   return names
 
 
@@ -74,18 +86,17 @@ def build(dataset: str, data_dir: str, output_dir: str, trial: int = 1,
     records = readers.read_dataset(dataset, data_dir, split, trial)
     label_map = readers.relabel([r.pid for r in records])
     table = table_lib.load_images(records, label_map, skip_corrupt=skip_corrupt)
-    files = write_split(table, output_dir, split, images_per_shard)
+    shard_files = write_split(table, output_dir, split, images_per_shard)
     manifest["splits"][split] = {
-        "files": files,
+        "files": shard_files,
         **table_lib.summary(table),
         "num_skipped_corrupt": len(records) - len(table),
         "label_map": {str(pid): label for pid, label in label_map.items()},
     }
-    logging.info("%s: wrote %d images in %d shard(s)", split, len(table), len(files))
-  tmp = os.path.join(output_dir, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(tmp, os.path.join(output_dir, MANIFEST))
+    logging.info("%s: wrote %d images in %d shard(s)", split, len(table),
+                 len(shard_files))
+  files.atomic_write(os.path.join(output_dir, MANIFEST),
+                     lambda f: json.dump(manifest, f, indent=2))
   return manifest
 
 

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from jsia_tf import errors
+from jsia_tf import files
 
 REQUIRED = ("features", "ids", "cams", "frames", "modality")
 
@@ -81,9 +82,7 @@ def save(path: str, feature_set: FeatureSet) -> None:
   arrays = {name: getattr(feature_set, name) for name in REQUIRED}
   if feature_set.paths is not None:
     arrays["paths"] = np.asarray(feature_set.paths, str)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  files.atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def load(path: str) -> FeatureSet:

@@ -7,6 +7,7 @@ from typing import Dict, List
 import numpy as np
 
 from jsia_tf import config as config_lib
+from jsia_tf import files
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 from jsia_tf.evaluation import ranking
@@ -70,10 +71,7 @@ def evaluate_features(feature_sets: List[features_lib.FeatureSet],
 
 def save(report: Dict, path: str) -> None:
   """Writes `report` as indented JSON to `path`, atomically."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.atomic_write(path, lambda f: json.dump(report, f, indent=2))
 
 
 def format_table(report: Dict) -> str:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.data import pipeline
 from jsia_tf.data import synthetic
 from jsia_tf.data import table as table_lib
@@ -345,10 +346,7 @@ def _truncate_metrics(path: str, step: int, log: Log) -> None:
   rows = _logged_rows(path)
   keep = [line for line, s in rows if s is not None and s <= step]
   if len(keep) != len(rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, path)
+    files.atomic_write(path, lambda f: f.writelines(keep))
     log(f"{path}: dropped {len(rows) - len(keep)} row(s) after step {step}, the step "
         f"this run resumes from")
 

@@ -1,0 +1,43 @@
+"""Writing a file so that a failure never leaves it half-written.
+
+Every file that results or resumes depend on (config.json, reports, features files,
+manifests, the metrics log) is written to a temporary name beside it and renamed
+into place. A failure (disk full, permissions, a path that is a folder) removes the
+temporary file, leaves any earlier version untouched, and becomes an `OutputError`
+naming the path and the reason.
+"""
+
+import os
+from typing import Callable, IO
+
+from jsia_tf import errors
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False,
+                 suffix: str = "") -> None:
+  """Calls `write(f)` on a temporary file beside `path`, then renames it to `path`.
+  `suffix` is kept at the end of the temporary name (numpy's savez appends ".npz"
+  to a name without it)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+  try:
+    if os.path.isdir(path):
+      raise IsADirectoryError(21, "is a directory, not a file", path)
+    os.makedirs(folder, exist_ok=True)
+    with open(tmp, "wb" if binary else "w") as f:
+      write(f)
+    os.replace(tmp, path)
+  except OSError as e:
+    _remove(tmp)
+    raise errors.OutputError(f"cannot write {path} ({errors.cause(e)}); nothing was "
+                             f"written there") from None
+  except BaseException:
+    _remove(tmp)
+    raise
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except OSError:
+    pass
