@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
@@ -129,3 +130,16 @@ def test_load_split_reads_tfrecords_or_files_alike(sysu_dir, regdb_dir, tmp_path
         dataset="regdb", trial=3, tfrecord_dir=str(tmp_path / "regdb")), "test")
   with pytest.raises(errors.ConfigError, match="--data_dir='' is invalid"):
     tfrecords.load_split(config_lib.DataConfig(), "train")
+
+
+def test_tiff_bytes_behind_a_jpg_name_are_named_before_training(sysu_copy, tmp_path):
+  """PIL reads TIFF, TensorFlow's decoder does not: the file is named when the data
+  is loaded, not by a decoder error inside the first training step."""
+  records = readers.read_sysu(sysu_copy, "train")
+  victim = records[0].path
+  Image.open(victim).save(victim, format="TIFF")
+  with pytest.raises(errors.DataError, match=f"image {victim} is not a decodable image "
+                                             f"\\(TIFF data, not one TensorFlow decodes"):
+    tfrecords.build("sysu", sysu_copy, str(tmp_path / "out"))
+  manifest = tfrecords.build("sysu", sysu_copy, str(tmp_path / "skip"), skip_corrupt=True)
+  assert manifest["splits"]["train"]["num_skipped_corrupt"] == 1

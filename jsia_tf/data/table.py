@@ -56,8 +56,24 @@ def make_table(encoded: Sequence[bytes], path: Sequence[str],
                        for k in INT_FIELDS})
 
 
+# The formats TensorFlow's decode_image reads (training, evaluation and the exported
+# model all decode with it), by the bytes they start with.
+TF_FORMATS = {"JPEG": (b"\xff\xd8\xff",), "PNG": (b"\x89PNG\r\n\x1a\n",),
+              "BMP": (b"BM",), "GIF": (b"GIF87a", b"GIF89a")}
+
+
 def decode_error(data: bytes) -> Optional[str]:
-  """None if `data` decodes fully as an image, else the decoder's complaint."""
+  """None if `data` decodes fully as an image in a format TensorFlow reads, else
+  the complaint. PIL reads more formats (TIFF, WebP, ...) than TensorFlow: a TIFF
+  named .jpg would pass PIL and then fail inside training, naming no file."""
+  if not any(data.startswith(magic) for magics in TF_FORMATS.values() for magic in magics):
+    try:
+      with Image.open(io.BytesIO(data)) as image:
+        found = f"{image.format} data"
+    except Exception:  # pylint: disable=broad-except  (PIL raises many types)
+      found = "no image format known"
+    return (f"{found}, not one TensorFlow decodes ({'/'.join(TF_FORMATS)}), whatever "
+            f"the file's name")
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # a full decode: truncated JPEGs fail here, not in open()
