@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -298,3 +300,25 @@ def test_a_gallery_with_link_loops_fifos_and_dangling_links(tmp_path, caplog):
   assert "skipped 1 FIFO(s), socket(s) or device(s): " + str(gallery / "fifo.jpg") in log
   assert "skipped 1 second name(s) of an image already listed: " + str(
       gallery / "alias.jpg") in log
+
+
+def test_search_names_files_whose_names_are_not_utf8(sysu_dir, export_dir, tmp_path):
+  """A file name's bytes that are not UTF-8 reach the console and rankings.json as
+  \\xNN escapes, under a UTF-8 console that refuses Python's surrogates."""
+  gallery, query = tmp_path / "g" / "0001", tmp_path / "q" / "0001"
+  gallery.mkdir(parents=True)
+  query.mkdir(parents=True)
+  image = Image.open(os.path.join(sysu_dir, "cam1", os.listdir(
+      os.path.join(sysu_dir, "cam1"))[0], "0001.jpg"))
+  image.save(os.fsencode(str(gallery)) + b"/caf\xe9.jpg", format="JPEG")
+  image.save(os.fsencode(str(query)) + b"/q\xff.jpg", format="JPEG")
+  result = subprocess.run(
+      [sys.executable, "-m", "jsia_tf.search", f"--saved_model={export_dir}",
+       f"--query={tmp_path / 'q'}", f"--gallery={tmp_path / 'g'}",
+       f"--output={tmp_path / 'out'}"], capture_output=True, text=True,
+      env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "q\\xff.jpg: top-1 " + str(gallery) + "/caf\\xe9.jpg" in result.stdout
+  with open(tmp_path / "out" / "rankings.json", encoding="utf-8") as f:
+    rankings = json.load(f)
+  assert rankings["queries"][0]["query"] == str(query) + "/q\\xff.jpg"

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.data import layouts
 from jsia_tf.data import table as table_lib
 from jsia_tf.evaluation import features as features_lib
@@ -92,13 +93,19 @@ def list_images(path: str, flag: str) -> List[str]:
     skipped["second name(s) of an image already listed"] = seconds
   for why, paths in skipped.items():
     logging.warning("--%s: skipped %d %s: %s", flag, len(paths), why,
-                    ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else ""))
+                    ", ".join(map(shown, paths[:5])) + (" ..." if len(paths) > 5 else ""))
   if others:
     logging.warning("--%s: ignored %d non-image file(s) under %s", flag, others, path)
   if not images:
     raise errors.ConfigError(f"--{flag}={path} holds no images (expected "
                              f"{'/'.join(layouts.IMAGE_EXTENSIONS)} files)")
   return images
+
+
+def shown(path: str) -> str:
+  """`path` as text any console and JSON reader takes: a file name's bytes that are
+  not UTF-8 (which Python keeps as lone surrogates) become \\xNN escapes."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def labels(path: str) -> Dict[str, int]:
@@ -126,11 +133,11 @@ def _read(paths: List[str], flag: str) -> Dict[str, bytes]:
       with open(path, "rb") as f:
         data = f.read()
     except OSError as e:
-      bad.append(f"{path} (cannot be read: {e.strerror})")
+      bad.append(f"{shown(path)} (cannot be read: {e.strerror})")
       continue
     problem = table_lib.decode_error(data)
     if problem:
-      bad.append(f"{path} ({problem})")
+      bad.append(f"{shown(path)} ({problem})")
     else:
       out[path] = data
   if bad:
@@ -254,12 +261,14 @@ def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
                          f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.jpg")
     draw_ranking(path, results, served.metadata["image_size"]).save(image, quality=92)
     first = next((r["rank"] for r in results if r["match"]), None)
-    out["queries"].append({"query": str(path), "id": qid, "image": image,
+    for r in results:
+      r["path"] = shown(r["path"])
+    out["queries"].append({"query": shown(path), "id": qid, "image": shown(image),
                            "first_match_rank": first, "results": results})
-    log(f"{path}: top-1 {results[0]['path']} ({results[0]['score']:.3f})" +
+    log(f"{shown(path)}: top-1 {results[0]['path']} ({results[0]['score']:.3f})" +
         (f"; first true match at rank {first}" if first else ""))
-  with open(os.path.join(cfg.output, RANKINGS), "w") as f:
-    json.dump(out, f, indent=2)
+  files.atomic_write(os.path.join(cfg.output, RANKINGS),
+                     lambda f: json.dump(out, f, indent=2))
   log(f"wrote {len(out['queries'])} ranked list(s) to {cfg.output}/{RANKED_DIR} and "
       f"{cfg.output}/{RANKINGS}")
   return out
