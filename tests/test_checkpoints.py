@@ -145,3 +145,19 @@ def test_a_run_whose_checkpoints_were_removed_does_not_start_again(sysu_dir, run
                                                    r"every 1\): its checkpoints were removed"):
     loop.run(_config(sysu_dir, run_copy), log=lambda _: None)
   assert os.path.getsize(os.path.join(str(run_copy), loop.METRICS_FILE)) > 0
+
+
+def test_a_checkpoint_removed_while_read_is_named_as_such(run_copy):
+  """export and evaluate during training: training rotated the checkpoint away
+  between finding it and reading it (--keep_checkpoints)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.load(experiment.ExperimentConfig,
+                        os.path.join(str(run_copy), experiment.CONFIG_FILE))
+  ex = extractor.Extractor(cfg)
+  prefix = _ckpt(run_copy, 1)
+  for path in glob.glob(prefix + ".*"):
+    os.remove(path)
+  with pytest.raises(errors.CheckpointError, match=f"checkpoint {prefix} was removed "
+                                                   f"while it was read"):
+    extractor.restore_into(tf.train.Checkpoint(model=tf.train.Checkpoint(F=ex.F)),
+                           prefix, str(run_copy))
