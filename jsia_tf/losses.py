@@ -14,15 +14,23 @@ KL(stop_grad(alpha p1 + (1 - alpha) p2) || p_mix), a soft-label classification.
 import dataclasses
 from typing import Dict, Sequence
 
+import keras
 import tensorflow as tf
 
 from jsia_tf import config as config_lib
 
 
-def float32(tensor: tf.Tensor) -> tf.Tensor:
-  """A network output in float32 (non-float tensors pass unchanged): every loss is
-  computed in float32, whatever the mixed-precision compute dtype."""
-  return tf.cast(tensor, tf.float32) if tensor.dtype.is_floating else tensor
+def loss_dtype() -> tf.DType:
+  """The dtype every loss is computed in: float32 under the float32 and the
+  mixed-precision policies; float64 under a float64 policy (the parity checks)."""
+  if keras.mixed_precision.global_policy().compute_dtype == "float64":
+    return tf.float64
+  return tf.float32
+
+
+def for_loss(tensor: tf.Tensor) -> tf.Tensor:
+  """A network output in `loss_dtype()` (non-float tensors pass unchanged)."""
+  return tf.cast(tensor, loss_dtype()) if tensor.dtype.is_floating else tensor
 
 
 def _mean_per_example(x: tf.Tensor) -> tf.Tensor:
@@ -192,7 +200,7 @@ def unseen_identity_loss(logits_mix: tf.Tensor, logits_1: tf.Tensor,
 
   logits [B, C] each, alpha [B] -> [B].
   """
-  a = alpha[:, None]
+  a = tf.cast(alpha, logits_1.dtype)[:, None]  # the draws are float32
   target = tf.stop_gradient(a * tf.nn.softmax(logits_1) + (1.0 - a) * tf.nn.softmax(logits_2))
   log_target = tf.math.log(tf.maximum(target, 1e-12))
   return tf.reduce_sum(target * (log_target - tf.nn.log_softmax(logits_mix)), axis=-1)

@@ -251,14 +251,17 @@ class FeatureModule(keras.Model):
       return
     # The classifiers run in float32 under a mixed-precision policy: their logits
     # feed softmaxes and the KL alignments, where half precision loses the small
-    # differences Eq. (11), (12) and (15) are about.
-    self.C = keras.layers.Dense(num_classes, use_bias=False, name="C", dtype="float32",
+    # differences Eq. (11), (12) and (15) are about. Under a float64 policy (the
+    # gradient-identity tests) they are float64 like everything else.
+    head_dtype = ("float64" if keras.mixed_precision.global_policy().compute_dtype
+                  == "float64" else "float32")
+    self.C = keras.layers.Dense(num_classes, use_bias=False, name="C", dtype=head_dtype,
                                 kernel_initializer=keras.initializers.RandomNormal(
                                     stddev=0.001))
     self.stripe_bn = [batch_norm(sync_bn, f"stripe_bn_{i}", center=False)
                       for i in range(cfg.num_stripes)]
     self.C_n = [keras.layers.Dense(num_classes, use_bias=False, name=f"C_{i}",
-                                   dtype="float32",
+                                   dtype=head_dtype,
                                    kernel_initializer=keras.initializers.RandomNormal(
                                        stddev=0.001))
                 for i in range(cfg.num_stripes)]

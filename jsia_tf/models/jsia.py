@@ -176,9 +176,9 @@ class JSIA(keras.Model):
 
   def discriminate(self, x_rgb_gen: tf.Tensor, x_ir_gen: tf.Tensor) -> Dict[str, List[tf.Tensor]]:
     """Discriminator outputs per scale of RGB and IR generation-size images, in
-    float32 (they go straight into Eq. (7))."""
-    return {"rgb": [losses.float32(d) for d in self.Dis_rgb(x_rgb_gen)],
-            "ir": [losses.float32(d) for d in self.Dis_ir(x_ir_gen)]}
+    the loss dtype (they go straight into Eq. (7))."""
+    return {"rgb": [losses.for_loss(d) for d in self.Dis_rgb(x_rgb_gen)],
+            "ir": [losses.for_loss(d) for d in self.Dis_ir(x_ir_gen)]}
 
   def discriminator_losses(self, g: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Eq. (7), discriminator side, on DETACHED fakes (no gradient reaches G):
@@ -190,10 +190,10 @@ class JSIA(keras.Model):
 
   def discriminate_modality(self, m_rgb: tf.Tensor, m_ir: tf.Tensor
                             ) -> Dict[str, List[tf.Tensor]]:
-    """Dis_sl's patch maps (float32) on E_sl maps of RGB and IR images (Table 3
+    """Dis_sl's patch maps (in the loss dtype) on E_sl maps of RGB and IR images (Table 3
     row 7, sl_mode="adversarial")."""
-    return {"rgb": [losses.float32(d) for d in self.Dis_sl(m_rgb)],
-            "ir": [losses.float32(d) for d in self.Dis_sl(m_ir)]}
+    return {"rgb": [losses.for_loss(d) for d in self.Dis_sl(m_rgb)],
+            "ir": [losses.for_loss(d) for d in self.Dis_sl(m_ir)]}
 
   def discriminator_loss(self, g: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Eq. (7), discriminator side, both modalities: [B]."""

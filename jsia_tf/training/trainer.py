@@ -363,7 +363,7 @@ class Trainer:
       out = m.forward(batch["x_rgb"], batch["x_ir"], self._replica_draws(draws),
                       self.partner, gen_rows=self.gen_rows, training=True,
                       passes=self.passes[stage])
-      out = {k: losses.float32(v) for k, v in out.items()}
+      out = {k: losses.for_loss(v) for k, v in out.items()}
       terms = self.loss_terms(out, batch, weights)
       code = weights.lambda_code * terms["code"] if "code" in terms else None
       rest = losses.total_loss(terms, dataclasses.replace(weights, lambda_code=0.0))
@@ -372,7 +372,7 @@ class Trainer:
     report = dict(terms, total=total)
     if weights.lambda_gan > 0 or weights.lambda_sl_gan > 0:
       with tf.GradientTape() as dis_tape:
-        dis_total = tf.zeros([])
+        dis_total = tf.zeros([], losses.loss_dtype())
         if weights.lambda_gan > 0:
           per_modality = m.discriminator_losses(out)
           report["dis"] = tf.nn.compute_average_loss(
