@@ -230,6 +230,8 @@ BACKBONES = ("torchvision_resnet50", "keras_resnet50", "small")
 # (row 7: SL without disentanglement).
 SL_MODES = ("shared", "separate", "adversarial")
 RESNET50_BACKBONES = ("torchvision_resnet50", "keras_resnet50")
+# --backbone_weights=none: a ResNet-50 trunk from random initialisation, on purpose.
+NO_WEIGHTS = "none"
 # What --backbone_weights may name, per backbone (a file by its ending).
 BACKBONE_WEIGHTS = {"torchvision_resnet50": (".pth", ".pt", ".safetensors"),
                     "keras_resnet50": (".h5",)}
@@ -298,7 +300,7 @@ class ModelConfig:
     require(self.num_stripes <= self.image_height // 16, "num_stripes",
             self.num_stripes, f"at most the {self.image_height // 16} rows of the "
             f"trunk's output map")
-    if self.backbone_weights:
+    if self.weights_file:
       endings = BACKBONE_WEIGHTS.get(self.backbone, ())
       ok = self.backbone_weights.endswith(endings) or (
           self.backbone == "keras_resnet50" and self.backbone_weights == "imagenet")
@@ -306,6 +308,12 @@ class ModelConfig:
               f"a {' or '.join(endings)} file for --backbone={self.backbone}" if endings
               else "no weights file for the small backbone (ImageNet weights exist for "
               f"--backbone={' or '.join(RESNET50_BACKBONES)} only)")
+
+  @property
+  def weights_file(self) -> str:
+    """The ImageNet weights to load into the trunk; "" for random initialisation
+    (--backbone_weights empty, or "none" to say so on purpose)."""
+    return "" if self.backbone_weights in ("", NO_WEIGHTS) else self.backbone_weights
 
   @staticmethod
   def upgrade_fields(values: dict) -> dict:

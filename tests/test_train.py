@@ -500,6 +500,9 @@ def test_cli_bad_inputs(sysu_dir, tmp_path):
       ([f"--data_dir={sysu_dir}", "--preset=paper",
         "--backbone_weights=/nope/resnet50-19c8e357.pth", f"--workdir={tmp_path}/i"],
        "/nope/resnet50-19c8e357.pth", "file not found"),
+      ([f"--data_dir={sysu_dir}", "--preset=paper", f"--workdir={tmp_path}/j"],
+       "error: --backbone_weights is not given", "resnet50-19c8e357.pth or "
+       "resnet50-0676ba61.pth", "--backbone_weights=none to start from random weights"),
       ([f"--data_dir={sysu_dir}", "--strategy=multi_worker", f"--workdir={tmp_path}/d"],
        "TF_CONFIG", "cluster"),
       ([f"--data_dir={tmp_path}/missing", f"--workdir={tmp_path}/e"], "missing", ""),
@@ -545,3 +548,13 @@ def test_the_demo_data_set_is_generated_again_when_its_recipe_differs(tmp_path,
   assert "is not the demo regdb data set" in lines[0] and "generating it again" in lines[0]
   assert synthetic.read_recipe(root) == synthetic.recipe(demo)
   assert len(os.listdir(os.path.join(root, "Visible"))) == 4
+
+
+def test_a_resnet50_trunk_from_random_weights_on_purpose_trains(sysu_dir, tmp_path):
+  """--backbone_weights=none: the refusal of a ResNet-50 without ImageNet weights
+  is lifted, and the run trains (a ResNet-50 trunk on the tiny preset's sizes)."""
+  proc = _train_cli(f"--data_dir={sysu_dir}", "--backbone=torchvision_resnet50",
+                    "--backbone_weights=none", "--warmup_steps=1", "--joint_steps=1",
+                    "--eval_every=0", "--image_every=0", f"--workdir={tmp_path}/w")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "[joint] step 2/2" in proc.stdout

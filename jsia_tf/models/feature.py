@@ -77,14 +77,28 @@ def _grey(x: tf.Tensor, weights) -> tf.Tensor:
                  [1, 1, 1, 3])
 
 
-def check_backbone_weights(cfg: config_lib.ModelConfig) -> None:
+def check_backbone_weights(cfg: config_lib.ModelConfig, from_scratch: bool = True) -> None:
   """Fails fast (before any data is read) when --backbone_weights cannot be used:
   a missing file, or, for torchvision_resnet50, a file whose tensors do not fit
-  the trunk (the error names them with the expected names and shapes)."""
-  if not cfg.backbone_weights:
+  the trunk (the error names them with the expected names and shapes), or none
+  given for a ResNet-50, which would then train from random initialisation and
+  lose most of its accuracy on SYSU-MM01 and RegDB (--backbone_weights=none says
+  that this is meant). A run that resumes (`from_scratch` False) has its weights in
+  its checkpoint and needs no file."""
+  if (from_scratch and not cfg.backbone_weights
+      and cfg.backbone in config_lib.RESNET50_BACKBONES):
+    files = (torchvision_resnet.IMAGENET_FILES if cfg.backbone == "torchvision_resnet50"
+             else (RESNET50_WEIGHTS_FILE,))
+    raise errors.ConfigError(
+        f"--backbone_weights is not given: the ResNet-50 trunk (--backbone="
+        f"{cfg.backbone}) would train from random initialisation, which costs most of "
+        f"the accuracy on real data. Pass ImageNet weights as a local file, "
+        f"--backbone_weights=PATH/{' or '.join(files)}, or --backbone_weights="
+        f"{config_lib.NO_WEIGHTS} to start from random weights on purpose")
+  if not cfg.weights_file:
     return
   if cfg.backbone == "keras_resnet50":
-    resolve_resnet50_weights(cfg.backbone_weights)
+    resolve_resnet50_weights(cfg.weights_file)
   else:
     build_trunk(cfg)  # loads, and so checks, every tensor
 
@@ -122,7 +136,7 @@ def _keras_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, BN
   momentum PyTorch's, and batch statistics synchronised across replicas with
   `sync_bn`."""
-  weights = resolve_resnet50_weights(cfg.backbone_weights) if cfg.backbone_weights else None
+  weights = resolve_resnet50_weights(cfg.weights_file) if cfg.weights_file else None
   base = keras.applications.ResNet50(include_top=False, weights=weights,
                                      input_shape=cfg.image_size + (3,))
   model_config = base.get_config()
@@ -185,8 +199,8 @@ def _torchvision_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.M
   model = torchvision_resnet.build(cfg.image_size + (3,),
                                    lambda name: batch_norm(sync_bn, name),
                                    stem_relu=cfg.stem_relu)
-  if cfg.backbone_weights:
-    path = cfg.backbone_weights
+  if cfg.weights_file:
+    path = cfg.weights_file
     expected = (f"torchvision's ResNet-50 ImageNet weights, "
                 f"{' or '.join(torchvision_resnet.IMAGENET_FILES)}, or the same tensors "
                 f"as .safetensors")

@@ -370,7 +370,9 @@ def run(cfg: experiment.ExperimentConfig, log: Log = print) -> Dict:
 def _run(cfg: experiment.ExperimentConfig, strategy: tf.distribute.Strategy,
          log: Log) -> Dict:
   t = cfg.train
-  feature.check_backbone_weights(cfg.model)  # fail fast, before any data is read
+  # Fail fast, before any data is read; a resumed run's trunk is in its checkpoints.
+  feature.check_backbone_weights(cfg.model, from_scratch=not checkpoints.list_prefixes(
+      trainer_lib.checkpoint_dir(t.workdir)))
   chief = distribute.is_chief(strategy)
   if chief:
     experiment.prepare_workdir(cfg, log)
