@@ -152,8 +152,7 @@ def final_evaluation(embed, test_table: table_lib.ImageTable,
   table = (report_lib.format_table(report) + "\nrandom ranking, same protocol:\n" +
            report_lib.format_table(random_report))
   report_lib.save(report, os.path.join(out_dir, "report.json"))
-  with open(os.path.join(out_dir, "table.txt"), "w") as f:
-    f.write(table + "\n")
+  files.atomic_write(os.path.join(out_dir, "table.txt"), lambda f: f.write(table + "\n"))
   log(f"final evaluation ({len(test_table)} test images):\n{table}\nwrote {out_dir}/"
       f"{{features.npz, report.json, table.txt}}")
   return report
