@@ -93,6 +93,31 @@ def test_keras_resnet50_backbone_is_keras_own():
   assert (feature.count_params(trunk["E_sl"]) + feature.count_params(trunk["E_il"]) ==
           keras_resnet50.count_params() == 23_587_712)
   assert tuple(trunk["E_il"].output.shape[1:]) == (4, 2, 2048)  # last stride 1
+  # Its BN layers move the running variance as every other trunk's.
+  assert {type(l) for l in trunk["E_sl"].layers if "bn" in l.name} == {feature.TorchBatchNorm}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_moves_the_unbiased_variance_as_pytorch(dtype):
+  """A training call normalises by the batch's biased variance and moves the
+  running variance by its unbiased one (PyTorch's rule), momentum 0.1."""
+  x = np.array([[1.0, -2.0], [2.0, 0.0], [4.0, 5.0], [9.0, 1.0]], dtype)
+  bn = feature.batch_norm(False, "bn")
+  y = bn(tf.constant(x), training=True).numpy()
+  np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-6)
+  np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * x.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * x.var(0, ddof=1),
+                             rtol=1e-6)
+  # Image maps: n counts batch x height x width values per channel.
+  maps = np.arange(2 * 3 * 2 * 1, dtype=dtype).reshape(2, 3, 2, 1) ** 2
+  bn2 = feature.batch_norm(False, "bn2")
+  bn2(tf.constant(maps), training=True)
+  np.testing.assert_allclose(bn2.moving_variance.numpy(),
+                             0.9 + 0.1 * maps.reshape(-1).var(ddof=1), rtol=1e-6)
+  # Inference reads the moving statistics and moves nothing.
+  before = bn2.moving_variance.numpy()
+  bn2(tf.constant(maps), training=False)
+  np.testing.assert_array_equal(bn2.moving_variance.numpy(), before)
 
 
 @pytest.mark.parametrize("sl_mode", ["shared", "separate"])
@@ -148,6 +173,29 @@ def test_antialiased_resize_is_tf_image_resize_and_compiles(shape, size):
   weights = generation.resize_weights(shape[0], size[0])
   np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
   assert weights.min() >= 0.0
+
+
+@pytest.mark.parametrize("shape,size", [((128, 64), (256, 128)), ((20, 12), (45, 30))])
+def test_enlarging_is_plain_bilinear_in_float64(shape, size):
+  """Enlarging (E_i's input) is tf.image.resize's plain bilinear, and runs in float64
+  where TensorFlow's resize kernels have no float64 version."""
+  x = tf.random.stateless_uniform((2,) + shape + (3,), [5, 1], -1, 1, tf.float64)
+  want = tf.image.resize(tf.cast(x, tf.float32), size, method="bilinear")
+  got = generation.antialiased_resize(x, size)
+  assert got.dtype == tf.float64
+  np.testing.assert_allclose(got, want, atol=5e-6)
+
+
+def test_doubling_by_hand():
+  """Half-pixel centres, border clamped: [a, b] -> [a, 3a/4 + b/4, a/4 + 3b/4, b]."""
+  x = tf.constant([1.0, 5.0], tf.float64)[None, :, None, None]
+  got = generation.antialiased_resize(x, (4, 1))[0, :, 0, 0].numpy()
+  np.testing.assert_array_equal(got, [1.0, 2.0, 4.0, 5.0])
+  half = generation.antialiased_resize(tf.constant([1.0, 3.0, 5.0, 7.0], tf.float64)[
+      None, :, None, None], (2, 1))[0, :, 0, 0].numpy()
+  # Halving: the triangle of width 2 gives weights 1/8, 3/8, 3/8, 1/8 around each
+  # sample, cut at the border and renormalised: (3*1 + 3*3 + 5) / 7, (3 + 3*5 + 3*7) / 7.
+  np.testing.assert_allclose(half, [17 / 7, 39 / 7], rtol=1e-15)
 
 
 def test_adain_is_stateless_and_sets_channel_statistics():

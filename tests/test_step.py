@@ -210,16 +210,43 @@ def test_code_term_trains_G_fully_and_never_E_sl():
 
 @pytest.fixture
 def float64():
-  """Every layer, variable and loss in float64: an identity between two routings of
-  the same gradients then holds to about 3e-8 of each variable's largest gradient
-  (measured; what remains is float32 kernels TensorFlow has no float64 version of,
-  the resizes of E_i and of the G images), where float32's rounding on the
-  subtraction of near-equal gradients (1e-7 absolute) would fail a correct routing
-  by chance. A routing error moves a gradient by the code term's share, far more."""
+  """Every layer, variable, input and loss in float64: an identity between two
+  routings of the same gradients then holds to 1e-15 of each variable's largest
+  gradient (measured), where float32's rounding on the subtraction of near-equal
+  gradients (1e-7 absolute) would fail a correct routing by chance. A routing
+  error moves a gradient by the code term's share, far more than the 1e-10 the
+  tests allow."""
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy("float64")
   yield
   keras.mixed_precision.set_global_policy(previous)
+
+
+def test_float64_step_is_the_float32_step_in_float64(float64):
+  """The float64 switch (the parity check's): one joint step's loss terms equal the
+  float32 step's to 1e-4 from the same weights, and every variable, gradient and
+  output is float64."""
+  tr64 = _trainer()
+  keras.mixed_precision.set_global_policy("float32")
+  tr32 = _trainer()
+  for a, b in zip(tr64.model.weights, tr32.model.weights):
+    a.assign(tf.cast(b, a.dtype))
+  b32 = _batch()
+  b64 = {k: tf.cast(v, tf.float64) if v.dtype.is_floating else v for k, v in b32.items()}
+  draws = tr32.global_draws(0)
+  report32, _ = tr32.gradients(b32, draws, "joint")
+  keras.mixed_precision.set_global_policy("float64")
+  out = tr64.model.forward(b64["x_rgb"], b64["x_ir"], draws, tr64.partner,
+                           gen_rows=tr64.gen_rows, training=True,
+                           passes=tr64.passes["joint"])
+  report64, grads64 = tr64.gradients(b64, draws, "joint")
+  assert {tf.as_dtype(v.dtype) for v in tr64.model.weights} == {tf.float64}
+  assert {g.dtype for gs in grads64.values() for g in gs if g is not None} == {tf.float64}
+  assert [k for k, v in out.items() if v.dtype != tf.float64] == []
+  for name, value in report32.items():
+    assert report64[name].dtype == tf.float64, name
+    np.testing.assert_allclose(float(report64[name]), float(value), rtol=1e-4, atol=1e-6,
+                               err_msg=name)
 
 
 @pytest.mark.parametrize("sl_mode", ["shared", "separate"])
@@ -241,9 +268,9 @@ def test_one_backward_gives_every_group_the_two_backward_gradients(sl_mode, floa
                                                         lambda_code=0.0))
     total = rest + tr.weights["joint"].lambda_code * terms["code"]
   _assert_same_gradients(grads["G"], tape.gradient(total, tr.groups["G"]), tr.groups["G"],
-                         of_scale=1e-6)
+                         of_scale=1e-10)
   _assert_same_gradients(grads["F"], tape.gradient(rest, tr.groups["F"]), tr.groups["F"],
-                         of_scale=1e-6)
+                         of_scale=1e-10)
   # The code term does reach E_sl's weights, so the correction is not empty.
   assert not _is_zero(tape.gradient(terms["code"], m.E_i.trainable_variables))
 

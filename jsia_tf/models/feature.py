@@ -134,7 +134,7 @@ def resolve_resnet50_weights(spec: str) -> str:
 def _keras_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   """Keras's ResNet-50 without top, with the last stride set to 1 (stage 5's first
   block strides in its 1x1 conv and its shortcut), ImageNet weights if asked, BN
-  momentum PyTorch's, and batch statistics synchronised across replicas with
+  momentum and running variance PyTorch's, and batch statistics synchronised across replicas with
   `sync_bn`."""
   weights = resolve_resnet50_weights(cfg.weights_file) if cfg.weights_file else None
   base = keras.applications.ResNet50(include_top=False, weights=weights,
@@ -143,9 +143,13 @@ def _keras_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
   for layer in model_config["layers"]:
     if layer["name"] in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
       layer["config"]["strides"] = [1, 1]
+    if layer["class_name"] == "InputLayer":
+      layer["config"]["dtype"] = input_dtype()
     if layer["class_name"] == "BatchNormalization":
       layer["config"]["synchronized"] = sync_bn
       layer["config"]["momentum"] = BN_MOMENTUM
+      layer.update(class_name="TorchBatchNorm", module=None,
+                   registered_name="jsia_tf>TorchBatchNorm")
   model = keras.Model.from_config(model_config)
   model.set_weights(base.get_weights())
   return model
@@ -156,17 +160,60 @@ def _keras_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.Model:
 BN_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="jsia_tf")
+class TorchBatchNorm(keras.layers.BatchNormalization):
+  """BatchNormalization whose moving variance moves as PyTorch's running_var does.
+
+  Both normalise a training batch by its biased variance, but PyTorch averages the
+  batch's UNBIASED variance (n / (n - 1) times it, n the values per channel) into
+  running_var, and Keras the biased one. Test-time features read the moving
+  statistics, so a model trained here must hold the numbers a model trained with
+  the authors' code holds: for the BN-neck, n is the batch size, and the two rules
+  differ by 1 / (n - 1), 3 % at 32 images. With `synchronized`, n counts the
+  global batch of equal replica batches."""
+
+  def call(self, inputs, training=None, mask=None):
+    if not (training and self.trainable) or mask is not None or self.renorm:
+      return super().call(inputs, training=training, mask=mask)
+    x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+    mean, variance = self._moments(x, None)
+    shape = tf.shape(x)
+    n = tf.cast(tf.reduce_prod(tf.gather(shape, self._reduction_axes)), x.dtype)
+    if self.synchronized:
+      n *= tf.distribute.get_replica_context().num_replicas_in_sync
+    unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
+    momentum = keras.ops.cast(self.momentum, x.dtype)
+    self.moving_mean.assign(keras.ops.cast(
+        keras.ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum),
+        self.moving_mean.dtype))
+    self.moving_variance.assign(keras.ops.cast(
+        keras.ops.cast(self.moving_variance, x.dtype) * momentum
+        + unbiased * (1.0 - momentum), self.moving_variance.dtype))
+    cast = lambda w: None if w is None else keras.ops.cast(w, x.dtype)
+    outputs = keras.ops.batch_normalization(
+        x, mean, variance, axis=self.axis, offset=cast(self.beta if self.center else None),
+        scale=cast(self.gamma if self.scale else None), epsilon=self.epsilon)
+    return keras.ops.cast(outputs, self.compute_dtype)
+
+
 def batch_norm(sync_bn: bool, name: str, center: bool = True):
-  """The trunk's and heads' BatchNormalization (PyTorch's epsilon and momentum);
-  `sync_bn` computes the statistics over the global batch of all replicas."""
-  return keras.layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM,
-                                         center=center, synchronized=sync_bn, name=name)
+  """The trunk's and heads' BatchNormalization (PyTorch's epsilon, momentum and
+  running variance); `sync_bn` computes the statistics over the global batch of
+  all replicas."""
+  return TorchBatchNorm(epsilon=1e-5, momentum=BN_MOMENTUM, center=center,
+                        synchronized=sync_bn, name=name)
+
+
+def input_dtype() -> str:
+  """The dtype of a trunk's image input: float32, or float64 under a float64 policy
+  (keras.Input's default, float32, would round float64 images)."""
+  return keras.mixed_precision.global_policy().variable_dtype
 
 
 def _small_resnet(cfg: config_lib.ModelConfig, name: str, sync_bn: bool) -> keras.Model:
   """A ResNet of basic blocks: stem (7x7 s2 conv, BN, ReLU, 3x3 s2 max-pool), then
   four stages; stages 2-3 stride 2, stage 4 stride 1 (last stride 1)."""
-  inputs = keras.Input(cfg.image_size + (3,))
+  inputs = keras.Input(cfg.image_size + (3,), dtype=input_dtype())
   w = cfg.small_widths
   x = keras.layers.Conv2D(w[0], 7, 2, "same", use_bias=False, name="stem_conv")(inputs)
   x = batch_norm(sync_bn, "stem_bn")(x)
@@ -198,7 +245,7 @@ def _torchvision_resnet50(cfg: config_lib.ModelConfig, sync_bn: bool) -> keras.M
   ImageNet checkpoint is not part of it)."""
   model = torchvision_resnet.build(cfg.image_size + (3,),
                                    lambda name: batch_norm(sync_bn, name),
-                                   stem_relu=cfg.stem_relu)
+                                   stem_relu=cfg.stem_relu, dtype=input_dtype())
   if cfg.weights_file:
     path = cfg.weights_file
     expected = (f"torchvision's ResNet-50 ImageNet weights, "

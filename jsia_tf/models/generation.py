@@ -30,25 +30,34 @@ _EPS = 1e-5
 
 
 def resize_weights(in_size: int, out_size: int) -> np.ndarray:
-  """The [out_size, in_size] matrix of tf.image.resize's antialiased bilinear
-  resampling along one axis: a triangle kernel widened by the downscale factor,
-  centred on half-pixel sample positions, cut at the border and renormalised (the
-  rules of TensorFlow's ScaleAndTranslate kernel)."""
+  """The [out_size, in_size] float64 matrix of tf.image.resize's antialiased
+  bilinear resampling along one axis: a triangle kernel widened by the downscale
+  factor, centred on half-pixel sample positions, cut at the border and
+  renormalised (the rules of TensorFlow's ScaleAndTranslate kernel). When
+  enlarging, the kernel keeps its width and this is plain bilinear interpolation
+  with half-pixel centres and the border clamped: tf.image.resize's "bilinear" and
+  PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`."""
   inv_scale = in_size / out_size
   width = max(inv_scale, 1.0)  # the antialiasing: a wider kernel when shrinking
   centres = (np.arange(out_size) + 0.5) * inv_scale
   sources = np.arange(in_size) + 0.5
   weights = np.maximum(0.0, 1.0 - np.abs(sources[None, :] - centres[:, None]) / width)
-  return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+  return weights / weights.sum(axis=1, keepdims=True)
 
 
 def antialiased_resize(x: tf.Tensor, size: Tuple[int, int]) -> tf.Tensor:
   """tf.image.resize(x, size, "bilinear", antialias=True) for images x [B, H, W, ch]
-  of static H, W, as two matrix products (equal to 1e-6). Unlike ScaleAndTranslate,
-  which has no XLA kernel, this compiles under jit_compile; it keeps x's dtype."""
-  rows = tf.constant(resize_weights(x.shape[1], size[0]), x.dtype)
-  cols = tf.constant(resize_weights(x.shape[2], size[1]), x.dtype)
-  return tf.einsum("pw,bowc->bopc", cols, tf.einsum("oh,bhwc->bowc", rows, x))
+  of static H, W, as two matrix products (equal to 1e-6 in float32), in x's dtype.
+  Unlike ScaleAndTranslate, which has no XLA kernel, this compiles under
+  jit_compile, and unlike TensorFlow's resize kernels (float32 only) it runs in
+  float64, where the parity check needs every op exact. Half-precision images are
+  resampled in float32: two products of bfloat16 weights would round each pixel
+  to 8 bits."""
+  dtype = x.dtype if x.dtype in (tf.float32, tf.float64) else tf.float32
+  rows = tf.constant(resize_weights(x.shape[1], size[0]), dtype)
+  cols = tf.constant(resize_weights(x.shape[2], size[1]), dtype)
+  y = tf.einsum("pw,bowc->bopc", cols, tf.einsum("oh,bhwc->bowc", rows, tf.cast(x, dtype)))
+  return tf.cast(y, x.dtype)
 
 
 class FromModelConfig:

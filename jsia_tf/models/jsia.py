@@ -127,12 +127,9 @@ class JSIA(keras.Model):
     return generation.antialiased_resize(x, self.model_cfg.gen_size)
 
   def to_image_size(self, x: tf.Tensor) -> tf.Tensor:
-    """Generation-size images -> re-id size (the authors upsample before E_i), in x's
-    dtype. The resize runs in float32 (its kernels' dtype): with a half-precision x,
-    XLA refuses the gradient sum of an uncast resize's float32 gradient and
-    the discriminators' half-precision one."""
-    return tf.cast(tf.image.resize(tf.cast(x, tf.float32), self.model_cfg.image_size,
-                                   method="bilinear"), x.dtype)
+    """Generation-size images -> re-id size (the authors upsample before E_i with
+    bilinear interpolation, half-pixel centres), in x's dtype."""
+    return generation.antialiased_resize(x, self.model_cfg.image_size)
 
   def encode_content(self, x_gen: tf.Tensor, training=False) -> tf.Tensor:
     """Eq. (2): M = E_i(x), from a generation-size image."""
@@ -268,7 +265,7 @@ class JSIA(keras.Model):
           mixed = self.mix(v["z"], tf.gather(v["z"], partner), s, tf.gather(s, partner),
                            draws[f"alpha_{m}"], m)
           out.update({f"{k}_{m}": t for k, t in mixed.items()})
-          out[f"alpha_{m}"] = draws[f"alpha_{m}"]
+          out[f"alpha_{m}"] = losses.for_loss(draws[f"alpha_{m}"])
     generated = (lambda x: x) if p.align_trains_g else tf.stop_gradient
     images = []
     for m, pair in (("rgb", "rgb2ir"), ("ir", "ir2rgb")):  # the authors' IL order

@@ -62,13 +62,15 @@ def _conv(x, filters: int, kernel: int, stride: int, name: str):
 
 def build(input_shape: Tuple[int, int, int],
           batch_norm: Callable[[str], keras.layers.Layer], stem_relu: bool = False,
-          last_stride: int = 1, name: str = "torchvision_resnet50") -> keras.Model:
+          last_stride: int = 1, name: str = "torchvision_resnet50",
+          dtype: str = "float32") -> keras.Model:
   """The trunk, images -> the layer4 map [B, H/16, W/16, 2048] (last stride 1).
 
   `batch_norm(name)` makes each BatchNormalization (the caller sets momentum,
-  epsilon and synchronisation). `stem_relu=False` is the authors' quirk.
+  epsilon and synchronisation). `stem_relu=False` is the authors' quirk. `dtype`:
+  the images'.
   """
-  inputs = keras.Input(input_shape)
+  inputs = keras.Input(input_shape, dtype=dtype)
   x = _conv(inputs, 64, 7, 2, "conv1")
   x = batch_norm("bn1")(x)
   if stem_relu:

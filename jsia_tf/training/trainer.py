@@ -294,7 +294,7 @@ class Trainer:
         terms[f"id_ce_{k}"] = avg(ce[k])
         correct = tf.equal(tf.argmax(out[f"F_{k}_logits"], axis=-1, output_type=tf.int32),
                            tf.cast(batch[f"label_{k}"], tf.int32))
-        terms[f"acc_{k}"] = avg(tf.cast(correct, tf.float32))
+        terms[f"acc_{k}"] = avg(tf.cast(correct, losses.loss_dtype()))
       if "lr" in active:
         terms["id_stripe_ce"] = avg(stripe_ce)
     if "il" in active:  # Eq. (11)
