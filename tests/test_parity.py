@@ -13,48 +13,50 @@ from conftest import run_python
 
 
 def test_tensor_row_by_hand():
-  row = parity.tensor_row("output", "x", [[1.0, 2.0]], [[1.0, 2.5]],
-                          reference=[[1.0, 2.0]])
-  assert (row.max_abs, row.rel, row.scale) == (0.5, 0.2, 2.5)
-  assert row.floor == pytest.approx(0.25)  # |2.5 - 2| / 2
-  assert row.to_float64 == 0.0
+  row = parity.tensor_row("step", "output", "x", [[1.0, 2.0]], [[1.0, 2.5]],
+                          ours32=[[1.0, 2.0]], theirs32=[[1.0, 3.0]])
+  assert (row.rel, row.scale) == (0.2, 2.5)  # |2 - 2.5| / 2.5
+  assert row.rel32 == pytest.approx(1.0 / 3.0)
+  assert row.floor == pytest.approx(0.2)  # their float32 against their float64
+  assert row.status == "NO"
   with pytest.raises(ValueError, match="x: jsia_tf's shape \\(2,\\) != the authors' \\(3,\\)"):
-    parity.tensor_row("output", "x", [1.0, 2.0], [1.0, 2.0, 3.0])
+    parity.tensor_row("step", "output", "x", [1.0, 2.0], [1.0, 2.0, 3.0])
 
 
-def test_gradient_row_is_the_relative_norm_of_the_group():
+def test_group_row_is_the_relative_norm_of_the_group():
   ours = [np.array([3.0, 0.0]), np.array([[0.0]])]
   theirs = [np.array([3.0, 4.0]), np.array([[0.0]])]
-  row = parity.gradient_row("G", ours, theirs, reference=theirs)
-  assert row.rel == pytest.approx(4.0 / 5.0)
-  assert row.max_abs == 4.0 and row.scale == 5.0
-  assert row.floor == 0.0 and row.to_float64 == pytest.approx(0.8)
+  row = parity.group_row("step", "gradient", "G", ours, theirs, theirs, theirs)
+  assert row.rel == pytest.approx(4.0 / 5.0) and row.scale == 5.0
+  assert row.rel32 == 0.0 and row.floor == 0.0
+  with pytest.raises(ValueError, match="G: jsia_tf's group has 2 numbers, the authors' 3"):
+    parity.group_row("step", "gradient", "G", [np.zeros(2)], [np.zeros(3)])
+  assert parity.worst(["a", "b"], [np.ones(2), np.zeros(1)],
+                      [np.ones(2), np.ones(1)]) == "worst b 1.0e+00"
 
 
-@pytest.mark.parametrize("kind,rel,floor,to64,status", [
-    ("output", 5e-5, math.nan, math.nan, "yes"),
-    ("gradient", 2e-2, 9e-3, 3e-2, "float32"),  # float32 itself is off by 9e-3
-    ("gradient", 2e-2, 9e-3, 0.2, "NO"),  # ours is far from the float64 result
-    ("output", 3e-4, 5e-5, 3e-4, "NO"),  # their float32 is within the tolerance
-    ("loss", 2e-2, 9e-3, 3e-2, "NO"),  # a loss term must match
+@pytest.mark.parametrize("rel,rel32,status", [
+    (5e-9, 3e-2, "yes"),  # float32 is informational
+    (2e-8, 0.0, "NO"),  # float64 is the verdict
+    (math.nan, 0.0, "NO"),  # a NaN never passes
 ])
-def test_status(kind, rel, floor, to64, status):
-  row = parity.Row(kind, "r", 0.0, rel, 1.0, floor, to64)
+def test_status(rel, rel32, status):
+  row = parity.Row("step", "gradient", "r", rel, 1.0, rel32)
   assert row.status == status
-  assert row.ok == (status != "NO")
+  assert row.ok == (status == "yes")
 
 
 def test_table_and_json_name_every_row_that_is_off():
-  rows = [parity.Row("loss", "CE", 0.0, 1e-6, 1.0, 1e-7, 1e-7),
-          parity.Row("gradient", "E_sl", 0.1, 2e-2, 5.0, 9e-3, 3e-2),
-          parity.Row("loss", "triplet", 0.1, 1e-3, 5.0, 1e-7, 1e-3)]
+  rows = [parity.Row("one joint step", "loss", "CE", 1e-12, 1.0, 1e-7, 1e-7),
+          parity.Row("one joint step", "gradient", "E_sl", 1e-10, 5.0, 2e-2, 9e-3),
+          parity.Row("joint trajectory, after step 2", "loss", "triplet", 1e-3, 5.0)]
   table = parity.format_table(rows)
-  assert "1 of 3 rows within 0.0001 relative" in table
-  assert "where float32 cannot match" in table and "E_sl" in table
-  assert "1 rows FAIL: triplet" in table
+  assert "== one joint step" in table and "== joint trajectory, after step 2" in table
+  assert "2 of 3 rows within their tolerance (float64: 1e-08 relative)" in table
+  assert "1 rows FAIL: joint trajectory, after step 2: triplet" in table
   record = parity.to_json(rows, {"authors_commit": "abc"})
   assert record["all_ok"] is False and record["authors_commit"] == "abc"
-  assert [r["status"] for r in record["rows"]] == ["yes", "float32", "NO"]
+  assert [r["status"] for r in record["rows"]] == ["yes", "yes", "NO"]
 
 
 def test_nchw_to_nhwc():
@@ -79,3 +81,7 @@ def test_tool_errors(tmp_path):
   result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
                       f"--weights={tmp_path / 'nope.pth'}")
   assert result.returncode == 2 and "nope.pth: file not found" in result.stderr
+  result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}", "--gen_rows=3")
+  assert result.returncode == 2 and ("error: --gen_rows=3: expected whole identities of "
+                                     "the re-id batch, a multiple of --batch_k=2 up to 8"
+                                     in result.stderr)

@@ -1,26 +1,32 @@
-"""Number-by-number parity of jsia_tf's paper step with the authors' PyTorch code.
+"""Number-by-number parity of jsia_tf's training with the authors' PyTorch code.
 
   pip install -e .[parity]
   python tools/check_parity.py --authors_repo=DIR [--weights=resnet50-19c8e357.pth]
-      [--output_json=parity.json] [--seed=0]
+      [--batch_p=4 --batch_k=2 --gen_rows=4 --steps=5] [--output_json=parity.json]
 
 DIR is a clone of github.com/wangguanan/JSIA-ReID; nothing of it is copied into
 jsia_tf. Their networks are built from DIR (offline: their Encoder's ImageNet
 download is replaced by random or --weights initialisation), their weights are
 copied into jsia_tf's paper preset with lambda_v = lambda_lr = lambda_ui = 0 (the
-AAAI model they implement) by the checkpoint converter's mapping, and both run one
-joint-stage step on the same batch: a re-id batch of 16 x 4 images per modality at
-256x128 and their 9 + 9 G images at 128x64 (jsia_tf's G sub-batch: the first nine
-rows, downsampled; the same tensors go to theirs). Their step runs as their
-`train_an_epoch` makes it (one iteration, optimizers not stepped); every output,
-loss term and parameter group's gradient is compared. Exit status 1 when a row is
-above the tolerance.
+AAAI model they implement) by the checkpoint converter's mapping. Every comparison
+runs twice, both sides in float64 (the pass/fail column, 1e-8 relative) and both
+in float32 (informational):
+  1. one joint step, optimizers not stepped: every output, loss term and parameter
+     group's gradient;
+  2. --steps joint steps in a row with every optimizer stepping (their Adam with
+     weight decay, per-group lr and betas), a new batch each step: after each,
+     every loss term, every parameter group's weights and every group of BN
+     running statistics; then one warm-up step (G and discriminators) the same way;
+  3. every group's lr at the stage boundary and the decay point, their
+     `lr_scheduler_step` against `Trainer.learning_rates`.
+The re-id batch is --batch_p identities x --batch_k images per modality at 256x128;
+the G batch its first --gen_rows rows, downsampled as jsia_tf's forward pass does
+(the same tensors go to theirs). Exit status 1 when a row is above its tolerance.
 
 To run on a CPU, their CUDA defaults are redirected (`rgb2gray`, `norm`, `denorm`,
-the label-smoothing loss). Where torchvision cannot be imported (this project's
-machines have a CPU build of torch that no torchvision release matches), a
-stand-in builds torchvision's ResNet-50 module tree (`conv1`, `bn1`, `layer1.0.
-downsample.0`, ...) so their `Encoder` gets the same network.
+the label-smoothing loss). Where torchvision cannot be imported, a stand-in builds
+torchvision's ResNet-50 module tree (`conv1`, `bn1`, `layer1.0.downsample.0`, ...)
+so their `Encoder` gets the same network; the table's header says which was used.
 """
 
 from jsia_tf import console
@@ -37,7 +43,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import types
+from typing import Dict, List
 import warnings
 
 from absl import flags
@@ -45,11 +53,11 @@ import numpy as np
 
 from jsia_tf import cli
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf import parity
 
 FLAGS = flags.FLAGS
 NUM_CLASSES = 395  # hard-coded in their Base (Encoder(395))
-REID_P, REID_K, GEN_ROWS = 16, 4, 9  # their main.py: reid_p, reid_k; gan_p x gan_k
 # Their main.py defaults.
 THEIR_CONFIG = dict(learning_rate_reid=0.00045, weight_pixel_loss=0.01,
                     weight_gan_image=10.0, weight_gan_feature=1.0, milestones=[30])
@@ -64,7 +72,14 @@ def define_flags():
                       "(resnet50-19c8e357.pth, or .safetensors) for the trunk; default: "
                       "random initialisation.")
   flags.DEFINE_string("output_json", "", "Also write the table here as JSON.")
-  flags.DEFINE_integer("seed", 0, "Seed of their initialisation and of the batch.")
+  flags.DEFINE_integer("seed", 0, "Seed of their initialisation and of the batches.")
+  # float64 doubles every activation: the defaults fit both sides' float64 and
+  # float32 runs in 24 GiB. Their main.py trains with 16 x 4 and 9 G rows.
+  flags.DEFINE_integer("batch_p", 4, "Identities per re-id batch.")
+  flags.DEFINE_integer("batch_k", 2, "Images per identity and modality.")
+  flags.DEFINE_integer("gen_rows", 4, "Rows of the G batch (whole identities of the "
+                       "re-id batch).")
+  flags.DEFINE_integer("steps", 5, "Joint steps of the trajectory.")
   flags.mark_flag_as_required("authors_repo")
 
 
@@ -227,26 +242,26 @@ def build_theirs(modules, torch, seed: int, weights: str):
   return base
 
 
-def person_batch(seed: int):
-  """The re-id batch: REID_P identities x REID_K images per modality of the
-  generated data set's people (RGB camera 1, IR camera 3), in [-1, 1], and their
-  labels. People, not noise: distinct identities keep the triplet's hardest
-  positive and negative clear of near-ties."""
+def person_batch(seed: int, p: int, k: int):
+  """A re-id batch: p identities x k images per modality of the generated data
+  set's people (RGB camera 1, IR camera 3), in [-1, 1], and their labels. People,
+  not noise: distinct identities keep the triplet's hardest positive and negative
+  clear of near-ties."""
   # pylint: disable=import-outside-toplevel
   from jsia_tf.data import layouts
   from jsia_tf.data import synthetic
   rng = np.random.default_rng(seed)
   cameras = [synthetic.make_camera(1, layouts.RGB, False, False, seed),
              synthetic.make_camera(3, layouts.IR, False, False, seed)]
-  pids = rng.choice(NUM_CLASSES, REID_P, replace=False)
+  pids = rng.choice(NUM_CLASSES, p, replace=False)
   images = [[], []]
   for pid in pids:
     ident = synthetic.make_identity(int(pid), seed)
     for m, camera in enumerate(cameras):
-      for _ in range(REID_K):
+      for _ in range(k):
         image = synthetic.render_image(ident, camera, 256, 128, rng)
-        images[m].append(image.astype(np.float32) / 127.5 - 1.0)
-  return [np.stack(x) for x in images], np.repeat(pids, REID_K).astype(np.int64)
+        images[m].append(image.astype(np.float64) / 127.5 - 1.0)
+  return [np.stack(x) for x in images], np.repeat(pids, k).astype(np.int64)
 
 
 class _Iter:
@@ -259,68 +274,426 @@ class _Iter:
     return self.batch
 
 
-def run_their_step(modules, base, torch, gen, reid, labels_gen, labels_reid, dtype):
-  """One iteration of their `train_an_epoch` (joint stage) without optimizer steps,
-  on inputs of `dtype` (their networks must hold it): {function: its tensor locals
-  at return (numpy), plus the discriminators' outputs in "gan"} and {module index:
-  {name: gradient}}."""
-  to = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype)
-  ids_gen, ids_reid = torch.from_numpy(labels_gen), torch.from_numpy(labels_reid)
-  loaders = types.SimpleNamespace(
-      gan_rgb_train_iter=_Iter(to(gen[0]), ids_gen), gan_ir_train_iter=_Iter(to(gen[1]), ids_gen),
-      reid_rgb_train_iter=_Iter(to(reid[0]), ids_reid),
-      reid_ir_train_iter=_Iter(to(reid[1]), ids_reid))
-  for optimizer in (base.sl_enc_optimizer, base.gen_optimizer, base.dis_optimizer,
-                    base.il_enc_optimizer):
-    optimizer.step = lambda *args, **kwargs: None  # the gradients are the result
-  train = modules.train
-  train.range = lambda n: builtins.range(1)  # their loop: one iteration
-  wanted = {train.train_gan_an_iter.__code__: "gan",
-            train.train_pixel_an_iter.__code__: "pixel",
-            train.train_reid_an_iter.__code__: "reid"}
-  captured = {}
+# Their train_an_epoch's switches per stage (main.py): the G warm-up trains G and
+# the discriminators only.
+STAGE_FLAGS = {"joint": dict(train_gan=True, train_reid=True, train_pixel=True,
+                             optimize_sl_enc=True),
+               "warmup": dict(train_gan=True, train_reid=False, train_pixel=False,
+                              optimize_sl_enc=False)}
 
-  def profile(frame, event, arg):
-    del arg
-    if event == "return" and frame.f_code in wanted:
-      # numpy copies: holding the tensors would keep their autograd graphs alive.
-      captured[wanted[frame.f_code]] = {
-          k: v.detach().numpy().copy() for k, v in frame.f_locals.items()
-          if isinstance(v, torch.Tensor)}
 
-  sys.setprofile(profile)
+def _plain(name: str) -> str:
+  return name[len("module."):] if name.startswith("module.") else name
+
+
+class Theirs:
+  """Their Base on the CPU, reset to the same initial weights before every run."""
+
+  def __init__(self, modules, torch, seed: int, weights: str):
+    self.modules, self.torch = modules, torch
+    self.base = build_theirs(modules, torch, seed, weights)
+    self.initial = self.state()
+
+  def state(self) -> List[Dict[str, np.ndarray]]:
+    """Their four state dicts (weights and BN statistics), numpy copies."""
+    return [{_plain(k): v.detach().numpy().copy() for k, v in m.state_dict().items()}
+            for m in self.base.model_list]
+
+  def reset(self, dtype, config=None) -> None:
+    """The initial weights in `dtype`, fresh optimizers and lr schedulers."""
+    torch = self.torch
+    for module, state in zip(self.base.model_list, self.initial):
+      module.module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+      module.to(dtype)
+    self.base.config = types.SimpleNamespace(**(config or THEIR_CONFIG))
+    self.base._init_optimizers()  # pylint: disable=protected-access
+    for optimizer in self.optimizers():
+      optimizer.zero_grad(set_to_none=True)
+
+  def optimizers(self):
+    b = self.base
+    return (b.sl_enc_optimizer, b.gen_optimizer, b.dis_optimizer, b.il_enc_optimizer)
+
+  def iteration(self, gen, reid, labels_gen, labels_reid, stage: str,
+                step_optimizers: bool, epoch: int = 0) -> Dict[str, Dict[str, np.ndarray]]:
+    """One iteration of their `train_an_epoch` in `stage`: {function: its tensor
+    locals at return (numpy)}, plus the discriminators' outputs in "gan"."""
+    torch, base = self.torch, self.base
+    dtype = next(base.encoder.parameters()).dtype
+    to = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype)
+    ids_gen, ids_reid = torch.from_numpy(labels_gen), torch.from_numpy(labels_reid)
+    loaders = types.SimpleNamespace(
+        gan_rgb_train_iter=_Iter(to(gen[0]), ids_gen),
+        gan_ir_train_iter=_Iter(to(gen[1]), ids_gen),
+        reid_rgb_train_iter=_Iter(to(reid[0]), ids_reid),
+        reid_ir_train_iter=_Iter(to(reid[1]), ids_reid))
+    if not step_optimizers:
+      for optimizer in self.optimizers():
+        optimizer.step = lambda *args, **kwargs: None  # the gradients are the result
+    train = self.modules.train
+    train.range = lambda n: builtins.range(1)  # their loop: one iteration
+    wanted = {train.train_gan_an_iter.__code__: "gan",
+              train.train_pixel_an_iter.__code__: "pixel",
+              train.train_reid_an_iter.__code__: "reid"}
+    captured = {}
+
+    def profile(frame, event, arg):
+      del arg
+      if event == "return" and frame.f_code in wanted:
+        # numpy copies: holding the tensors would keep their autograd graphs alive.
+        captured[wanted[frame.f_code]] = {
+            k: v.detach().numpy().copy() for k, v in frame.f_locals.items()
+            if isinstance(v, torch.Tensor)}
+
+    sys.setprofile(profile)
+    try:
+      with warnings.catch_warnings(), _torch_default_dtype(torch, dtype):
+        warnings.simplefilter("ignore")  # deprecations of the torch API they call
+        train.train_an_epoch(base.config, loaders, base, epoch, **STAGE_FLAGS[stage])
+    finally:
+      sys.setprofile(None)
+      del train.range
+    return captured
+
+  def gradients(self) -> List[Dict[str, np.ndarray]]:
+    """{name: gradient} of each of their four modules, after an iteration."""
+    return [{_plain(n): p.grad.detach().numpy().copy()
+             for n, p in module.named_parameters() if p.grad is not None}
+            for module in self.base.model_list]
+
+  def discriminator_outputs(self, gan) -> Dict[str, np.ndarray]:
+    """Every discriminator output on the iteration's real G images and fakes."""
+    out = {}
+    for m, real, fake in (("rgb", "rgb_images", "fake_rgb_images"),
+                          ("ir", "ir_images", "fake_ir_images")):
+      with self.torch.no_grad():
+        for kind, key in (("real", real), ("fake", fake)):
+          outs = getattr(self.base, f"discriminator_{m}").module(
+              self.torch.from_numpy(gan[key]))
+          for s, o in enumerate(outs):
+            out[f"Dis_{m}({kind}) scale {s}"] = o.numpy().copy()
+    return out
+
+  def embed(self, images) -> np.ndarray:
+    """Their test path (core/test.py): every module in eval mode, then
+    `encoder(x, True, sl_enc=False)`'s BN-neck features, L2-normalised as
+    jsia_tf's embeddings are (the ranking is the same)."""
+    torch, base = self.torch, self.base
+    dtype = next(base.encoder.parameters()).dtype
+    base.set_eval()
+    try:
+      with torch.no_grad(), _torch_default_dtype(torch, dtype):
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(dtype)
+        _, features, _ = base.encoder(x, True, sl_enc=False)
+    finally:
+      base.set_train()
+    f = features.numpy().astype(np.float64)
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+  def save_model(self, directory: str, epoch: int) -> None:
+    """Their `Base.save_model(epoch)`: model-{0..3}_{epoch}.pkl in `directory`."""
+    self.base.config.save_models_path = directory
+    self.base.config.max_save_model_num = 0
+    self.base.save_model(epoch)
+
+  def learning_rates(self, epoch: int) -> Dict[str, float]:
+    """The lr of each of their optimizers after `lr_scheduler_step(epoch)`."""
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # step(epoch) is deprecated in torch
+      self.base.lr_scheduler_step(epoch)
+    b = self.base
+    return {"sl_enc": b.sl_enc_optimizer.param_groups[0]["lr"],
+            "gen": b.gen_optimizer.param_groups[0]["lr"],
+            "dis": b.dis_optimizer.param_groups[0]["lr"],
+            "il_enc": b.il_enc_optimizer.param_groups[0]["lr"]}
+
+
+@contextlib.contextmanager
+def _torch_default_dtype(torch, dtype):
+  """torch's default dtype `dtype` inside: their helpers build their constants
+  with `torch.tensor(list)` (the ImageNet mean and std, the grey weights), float32
+  by default, which would round them inside a float64 step."""
+  previous = torch.get_default_dtype()
+  torch.set_default_dtype(dtype)
   try:
-    train.train_an_epoch(base.config, loaders, base, 0, train_gan=True, train_reid=True,
-                         train_pixel=True, optimize_sl_enc=True)
+    yield
   finally:
-    sys.setprofile(None)
-    del train.range
-  grads = {}
-  for i, module in enumerate(base.model_list):
-    grads[i] = {n[len("module."):] if n.startswith("module.") else n:
-                p.grad.detach().numpy().copy()
-                for n, p in module.named_parameters() if p.grad is not None}
-  # Every discriminator output, on the real G images and the step's fakes.
-  gan = captured["gan"]
-  for m, real, fake in (("rgb", "rgb_images", "fake_rgb_images"),
-                        ("ir", "ir_images", "fake_ir_images")):
-    with torch.no_grad():
-      for kind, key in (("real", real), ("fake", fake)):
-        outs = getattr(base, f"discriminator_{m}").module(torch.from_numpy(gan[key]))
-        for s, out in enumerate(outs):
-          gan[f"Dis_{m}({kind}) scale {s}"] = out.numpy().copy()
-  return captured, grads
+    torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def _policy(dtype: str):
+  """Keras's global dtype policy `dtype` ("float32" or "float64") inside; float32
+  after. Layers take their dtype when built and losses when traced."""
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.mixed_precision.set_global_policy(dtype)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+class Ours:
+  """jsia_tf's trainer of the paper preset as their code implements it, in `dtype`,
+  with their initial weights."""
+
+  def __init__(self, dtype: str, states, sizes: Dict[str, int]):
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from jsia_tf import config as config_lib
+    from jsia_tf.models import authors
+    from jsia_tf.training import convert
+    from jsia_tf.training import trainer as trainer_lib
+    self.tf, self.authors, self.dtype = tf, authors, dtype
+    with _policy(dtype), tempfile.TemporaryDirectory() as tmp:
+      cfg = convert.experiment_config(tmp, config_lib.DataConfig(
+          batch_p=sizes["batch_p"], batch_k=sizes["batch_k"]))
+      self.trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
+      # Their G batch: the first gen_rows rows of the re-id batch (identity-aligned).
+      self.trainer.gen_rows = self.trainer.global_gen_rows = sizes["gen_rows"]
+      authors.load_state(self.trainer.model,
+                         [{k: np.asarray(v, dtype) if np.issubdtype(v.dtype, np.floating)
+                           else v for k, v in state.items()} for state in states],
+                         [f"their {name}" for name in authors.FILES])
+
+  def batch(self, reid, labels):
+    tf = self.tf
+    return {"x_rgb": tf.constant(reid[0], self.dtype), "x_ir": tf.constant(reid[1], self.dtype),
+            "label_rgb": tf.constant(labels, tf.int32), "label_ir": tf.constant(labels, tf.int32)}
+
+  def gen_images(self, reid):
+    """The G images jsia_tf's forward pass makes of the re-id batch (the first
+    gen_rows rows, downsampled); theirs get the same tensors."""
+    from jsia_tf.models import generation  # pylint: disable=import-outside-toplevel
+    rows = self.trainer.gen_rows
+    return [generation.antialiased_resize(self.tf.constant(x[:rows], self.dtype),
+                                          (128, 64)).numpy() for x in reid]
+
+  def one_step(self, reid, labels):
+    """The gradients of one joint step, nothing applied: (named outputs, report,
+    [{their name: gradient in their layout}] per file, the step's graph)."""
+    tf, tr = self.tf, self.trainer
+    from jsia_tf.models import torchvision_resnet  # pylint: disable=import-outside-toplevel
+    with _policy(self.dtype):
+      batch, draws = self.batch(reid, labels), tr.global_draws(0)
+      # Compiled: eager execution keeps every activation of the step's persistent
+      # tape (and its own copies) alive.
+      gradients = tf.function(lambda b, d: tr.gradients(b, d, "joint"))
+      report, grads = gradients(batch, draws)
+      graph = gradients.get_concrete_function(batch, draws).graph
+      # The same forward pass again for the named outputs (training-mode BN: the
+      # outputs depend on the batch only).
+      out = tf.function(lambda b, d: tr.model.forward(
+          b["x_rgb"], b["x_ir"], d, tr.partner, gen_rows=tr.gen_rows, training=True,
+          passes=tr.passes["joint"]))(batch, draws)
+      by_variable = {}
+      for group, variables in tr.groups.items():
+        for variable, grad in zip(variables, grads.get(group, [])):
+          if grad is not None:
+            by_variable[id(variable)] = grad.numpy()
+      by_file = []
+      for names in self.authors.file_names(tr.model):
+        by_file.append({})
+        for name, (variable, layout) in names.items():
+          if id(variable) in by_variable:
+            g = by_variable[id(variable)]
+            by_file[-1][name] = torchvision_resnet.to_torch_layout(g, layout) if layout else g
+      dis = {}
+      for m, real, fake in (("rgb", "x_rgb_gen", "x_ir2rgb"), ("ir", "x_ir_gen", "x_rgb2ir")):
+        for kind, key in (("real", real), ("fake", fake)):
+          for s, o in enumerate(getattr(tr.model, f"Dis_{m}")(out[key])):
+            dis[f"Dis_{m}({kind}) scale {s}"] = o.numpy()
+      out = {k: v.numpy() for k, v in out.items()}
+      out.update(dis)
+      return out, {k: float(v) for k, v in report.items()}, by_file, graph
+
+  def train_step(self, reid, labels, step: int) -> Dict[str, float]:
+    """One step of the trainer at `step` (its stage and lr), optimizers applied."""
+    with _policy(self.dtype):
+      self.trainer.set_learning_rates(step)
+      return self.trainer.train_step(self.batch(reid, labels), step)
+
+  def embed(self, images) -> np.ndarray:
+    """The trainer's test-time embeddings (`Trainer.embed`, eval mode)."""
+    with _policy(self.dtype):
+      return self.trainer.model.F.embed(self.tf.constant(images, self.dtype)).numpy()
+
+  def state(self) -> List[Dict[str, np.ndarray]]:
+    """The model's weights and BN statistics under their names and layouts."""
+    names = self.authors.file_names(self.trainer.model)
+    exported = self.authors.export_state(self.trainer.model)
+    return [{k: exported[i][k] for k in names[i]} for i in range(len(names))]
+
+
+def _free() -> None:
+  """Frees a dropped trainer and Keras's global state: a paper-preset trainer in
+  float64 (weights, Adam slots, traced graphs) and their Base do not fit in 24 GiB
+  at once."""
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.backend.clear_session()
+  gc.collect()
+
+
+# ---- rows ------------------------------------------------------------------------
+
+
+def group_of(file_index: int, name: str) -> str:
+  """Their parameter group (optimizer) of a tensor of file `file_index`."""
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.models import authors
+  if file_index >= 2:
+    return "Dis"
+  if name.startswith(authors.ENCODER + "resnet_conv1"):
+    return "E_sl (= E_i)"
+  if name.startswith(authors.ENCODER):
+    return "E_il + classifier"
+  return "G"
+
+
+def _grouped(files64, theirs64, files32, theirs32, names_filter):
+  """{group: (names, ours64, theirs64, ours32, theirs32)} over the tensors of ours
+  (files: [{their name: tensor}]) that `names_filter(file, name)` names a group of."""
+  groups = {}
+  for i, names in enumerate(files64):
+    for name in names:
+      group = names_filter(i, name)
+      if group is None:
+        continue
+      entry = groups.setdefault(group, ([], [], [], [], []))
+      entry[0].append(name)
+      entry[1].append(files64[i][name])
+      entry[2].append(theirs64[i][name])
+      entry[3].append(files32[i][name])
+      entry[4].append(theirs32[i][name])
+  return groups
+
+
+def _is_bn_stat(name: str) -> bool:
+  return name.endswith(("running_mean", "running_var"))
+
+
+def state_rows(section: str, ours64, theirs64, ours32, theirs32) -> List:
+  """Rows of every parameter group's weights and every group of BN statistics."""
+  rows = []
+  weights = _grouped(ours64, theirs64, ours32, theirs32,
+                     lambda i, n: None if _is_bn_stat(n) else group_of(i, n))
+  stats = _grouped(ours64, theirs64, ours32, theirs32,
+                   lambda i, n: (f"{group_of(i, n)} {n.rpartition('.')[2]}"
+                                 if _is_bn_stat(n) else None))
+  for kind, groups in (("weights", weights), ("BN", stats)):
+    for group, (names, a, b, c, d) in groups.items():
+      rows.append(parity.group_row(section, kind, group, a, b, c, d, note=(
+          f"{len(names)} tensors, " + parity.worst(names, a, b))))
+  return rows
+
+
+# Loss terms: (name, ours: a report key or a function of the report, theirs: their
+# locals summed, "w*name" weighted).
+def _loss_terms(stage: str):
+  terms = [("GAN (generator)", "gan", "gen_loss_gan"),
+           ("image reconstruction", "recon", "gen_loss_reconst_images"),
+           ("cycle reconstruction", "cycle", "gen_loss_cyclereconst_images"),
+           ("code reconstruction", "code", "gen_loss_reconst_contents+gen_loss_reconst_styles"),
+           ("discriminator", "dis", "dis_loss")]
+  if stage == "joint":
+    terms += [("IL (Eq. 11)", "il", "loss_rgb+loss_ir"),
+              ("CE (Eq. 13)", lambda r: (r["id_ce_rgb"] + r["id_ce_ir"]) / 2.0, "cls_loss"),
+              ("triplet (Eq. 13)", "id_triplet", "triplet_loss"),
+              ("total (weighted)", "total",
+               "gen_loss_without_gan_feature+gen_loss_gan_feature+"
+               f"{THEIR_CONFIG['weight_pixel_loss']}*loss_rgb+"
+               f"{THEIR_CONFIG['weight_pixel_loss']}*loss_ir+cls_loss+triplet_loss")]
+  else:
+    terms.append(("total (weighted)", "total",
+                  "gen_loss_without_gan_feature+gen_loss_gan_feature"))
+  return terms
+
+
+def _their_loss(captured, key: str) -> float:
+  total = 0.0
+  for term in key.split("+"):
+    weight, _, name = term.rpartition("*")
+    scope = next(r for r in captured.values() if name in r)
+    total += (float(weight) if weight else 1.0) * float(scope[name])
+  return total
+
+
+def loss_rows(section: str, stage: str, report64, captured64, report32, captured32):
+  """One row per loss term of `stage`."""
+  rows = []
+  for name, ours, theirs in _loss_terms(stage):
+    value = ours if callable(ours) else (lambda r, key=ours: r[key])
+    rows.append(parity.tensor_row(section, "loss", name, value(report64),
+                                  _their_loss(captured64, theirs), value(report32),
+                                  _their_loss(captured32, theirs)))
+  return rows
+
+
+# (our output, their local, the function of theirs that holds it)
+OUTPUTS = [
+    ("M_rgb", "real_rgb_contents", "gan"), ("M_ir", "real_ir_contents", "gan"),
+    ("s_rgb", "real_rgb_styles", "gan"), ("s_ir", "real_ir_styles", "gan"),
+    ("x_rgb_recon", "reconst_rgb_images", "gan"), ("x_ir_recon", "reconst_ir_images", "gan"),
+    ("x_ir2rgb", "fake_rgb_images", "gan"), ("x_rgb2ir", "fake_ir_images", "gan"),
+    ("M_rgb2ir", "fake_rgb_contents", "gan"), ("M_ir2rgb", "fake_ir_contents", "gan"),
+    ("s_ir2rgb", "fake_rgb_styles", "gan"), ("s_rgb2ir", "fake_ir_styles", "gan"),
+    ("x_rgb_cycle", "cycreconst_rgb_images", "gan"),
+    ("x_ir_cycle", "cycreconst_ir_images", "gan"),
+    ("F_rgb_gen_logits", "rgb_cls_score", "pixel"),
+    ("F_rgb2ir_logits", "fake_ir_score", "pixel"),
+    ("F_ir_gen_logits", "ir_cls_score", "pixel"),
+    ("F_ir2rgb_logits", "fake_rgb_score", "pixel"),
+    ("F_rgb_v", "rgb_feature_vectors", "reid"), ("F_ir_v", "ir_feature_vectors", "reid"),
+    ("F_rgb_logits", "rgb_cls_score", "reid"), ("F_ir_logits", "ir_cls_score", "reid")]
+
+
+def output_rows(section, out64, captured64, out32, captured32) -> List:
+  """Every named output of one step and the discriminators' outputs."""
+  t = parity.nchw_to_nhwc
+  rows = []
+  for ours, theirs, scope in OUTPUTS:
+    rows.append(parity.tensor_row(section, "output", ours, out64[ours],
+                                  t(captured64[scope][theirs]), out32[ours],
+                                  t(captured32[scope][theirs])))
+  for name in [k for k in out64 if k.startswith("Dis_")]:
+    rows.append(parity.tensor_row(section, "output", name, out64[name],
+                                  t(captured64["gan"][name]), out32[name],
+                                  t(captured32["gan"][name])))
+  return rows
+
+
+def gradient_rows(section, files64, grads64, files32, grads32) -> List:
+  """Every parameter group's gradients (the tensors their step gives one)."""
+  rows = []
+  groups = _grouped(files64, grads64, files32, grads32,
+                    lambda i, n: group_of(i, n) if n in grads64[i] else None)
+  for group, (names, a, b, c, d) in groups.items():
+    rows.append(parity.group_row(section, "gradient", group, a, b, c, d,
+                                 note=f"{len(names)} tensors, " + parity.worst(names, a, b)))
+  return rows
 
 
 # ---- the comparison -------------------------------------------------------------
 
 
-def run(repo: str, weights: str = "", seed: int = 0, log=print):
-  """Builds both, runs both steps, returns (rows, settings)."""
+DTYPES = ("float64", "float32")
+
+
+def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: int = 2,
+        gen_rows: int = 4, steps: int = 5, log=print):
+  """Builds both, runs every comparison, returns (rows, settings)."""
   check_repo(repo)
   if weights and not os.path.isfile(weights):
     raise errors.ConfigError(f"--weights={weights}: file not found (expected "
                              f"torchvision's resnet50-19c8e357.pth or a .safetensors copy)")
+  for flag, value, low in (("batch_p", batch_p, 2), ("batch_k", batch_k, 2),
+                           ("steps", steps, 1)):
+    if value < low:
+      raise errors.ConfigError(f"--{flag}={value}: expected an integer >= {low}")
+  if not (batch_k <= gen_rows <= batch_p * batch_k and gen_rows % batch_k == 0):
+    raise errors.ConfigError(f"--gen_rows={gen_rows}: expected whole identities of the "
+                             f"re-id batch, a multiple of --batch_k={batch_k} up to "
+                             f"{batch_p * batch_k}")
   torch = import_torch()
   torch.use_deterministic_algorithms(True)
   torchvision_note = install_torchvision(torch)
@@ -329,171 +702,119 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
     modules = import_authors(repo, torch)
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
-  from jsia_tf import config as config_lib
-  from jsia_tf import losses
-  from jsia_tf.models import authors
-  from jsia_tf.models import torchvision_resnet
-  from jsia_tf.training import convert
   from jsia_tf.training import macs
-  from jsia_tf.training import trainer as trainer_lib
-  from jsia_tf.models import generation
   tf.config.experimental.enable_op_determinism()
+  torch_dtype = {"float64": torch.float64, "float32": torch.float32}
+  sizes = dict(batch_p=batch_p, batch_k=batch_k, gen_rows=gen_rows)
+  batches = [person_batch(seed + i, batch_p, batch_k) for i in range(steps)]
+  rows = []
 
-  # Theirs first, kept as numpy, then freed: both steps at once (128 ResNet-50
-  # images each, with their graphs) do not fit in 24 GiB.
   log(f"their networks: {torchvision_note}")
-  base = build_theirs(modules, torch, seed, weights)
-  reid, labels = person_batch(seed)
-  # jsia_tf's G images: the first rows of the re-id batch, downsampled as its
-  # forward pass does; theirs get the same tensors.
-  gen = [generation.antialiased_resize(tf.constant(x[:GEN_ROWS]), (128, 64)).numpy()
-         for x in reid]
-  states = [{(k[len("module."):] if k.startswith("module.") else k): v.detach().numpy().copy()
-             for k, v in m.state_dict().items()} for m in base.model_list]
-  # Their step in float32 (the comparison), then the same weights in float64:
-  # float32's own limit on every row.
-  results = {}
-  # pylint: disable-next=import-outside-toplevel
+  theirs = Theirs(modules, torch, seed, weights)
+
+  # 1. One joint step, optimizers not stepped: outputs, losses, gradients.
+  log("one joint step")
+  reid, labels = batches[0]
+  one = {}
   from torch.utils.flop_counter import FlopCounterMode
-  for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
-    for module in base.model_list:
-      module.to(dtype)
-    # Their float32 step's dense arithmetic (convolutions, their backward,
-    # matrix products: the ops jsia_tf.training.macs counts), forward and backward.
-    counter = (FlopCounterMode(display=False) if dtype == torch.float32
-               else contextlib.nullcontext())
-    with warnings.catch_warnings(), counter:
-      warnings.simplefilter("ignore")  # deprecations of the torch API they call
-      results[name] = run_their_step(modules, base, torch, gen, reid, labels[:GEN_ROWS],
-                                     labels, dtype)
-    if dtype == torch.float32:
+  for dtype in DTYPES:
+    ours = Ours(dtype, theirs.initial, sizes)
+    gen = ours.gen_images(reid)
+    out, report, by_file, graph = ours.one_step(reid, labels)
+    if dtype == "float32":
+      our_macs = macs.count(graph)
+    del ours
+    _free()
+    theirs.reset(torch_dtype[dtype])
+    counter = FlopCounterMode(display=False) if dtype == "float32" else contextlib.nullcontext()
+    with counter:
+      captured = theirs.iteration(gen, reid, labels[:gen_rows], labels, "joint",
+                                  step_optimizers=False)
+    if dtype == "float32":
       their_flops = counter.get_flop_counts().get("Global", {})
+    captured["gan"].update(theirs.discriminator_outputs(captured["gan"]))
+    captured["gan"]["G inputs"] = np.stack([parity.nchw_to_nhwc(captured["gan"][k])
+                                            for k in ("rgb_images", "ir_images")])
+    out["G inputs"] = np.stack([out["x_rgb_gen"], out["x_ir_gen"]])
+    one[dtype] = (out, report, by_file, captured, theirs.gradients())
     gc.collect()
-  (captured, their_grads), (reference, reference_grads) = results["float32"], results["float64"]
-  del base
+  (o64, r64, f64, c64, g64), (o32, r32, f32, c32, g32) = one["float64"], one["float32"]
+  rows.append(parity.tensor_row("one joint step", "output", "G inputs (x_rgb_gen, x_ir_gen)",
+                                o64["G inputs"], c64["gan"]["G inputs"],
+                                o32["G inputs"], c32["gan"]["G inputs"]))
+  rows += output_rows("one joint step", o64, c64, o32, c32)
+  rows += loss_rows("one joint step", "joint", r64, c64, r32, c32)
+  rows += gradient_rows("one joint step", f64, g64, f32, g32)
+  del one
   gc.collect()
 
-  log("jsia_tf's step")
-  with tempfile.TemporaryDirectory() as tmp:
-    cfg = convert.experiment_config(tmp, config_lib.DataConfig(batch_p=REID_P,
-                                                               batch_k=REID_K))
-    trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
-  # Their G batch is 3 identities x 3 images; ours is the first rows of the re-id
-  # batch (gen_ids x K = 8 in the preset): nine rows here.
-  trainer.gen_rows = trainer.global_gen_rows = GEN_ROWS
-  model = trainer.model
-  authors.load_state(model, states, [f"their {name}" for name in authors.FILES])
-  batch = {"x_rgb": tf.constant(reid[0]), "x_ir": tf.constant(reid[1]),
-           "label_rgb": tf.constant(labels, tf.int32), "label_ir": tf.constant(labels, tf.int32)}
-  draws = trainer.global_draws(0)
-  # Compiled: eager execution keeps every activation of the step's persistent tape
-  # (and its own copies) alive and does not fit beside the data in 24 GiB.
-  our_gradients = tf.function(lambda b, d: trainer.gradients(b, d, "joint"))
-  report, our_grads = our_gradients(batch, draws)
-  our_macs = macs.count(our_gradients.get_concrete_function(batch, draws).graph)
-  # The same forward pass again for the named outputs (training-mode BN: the
-  # outputs depend on the batch only).
-  out = tf.function(lambda b, d: model.forward(
-      b["x_rgb"], b["x_ir"], d, trainer.partner, gen_rows=GEN_ROWS, training=True,
-      passes=trainer.passes["joint"]))(batch, draws)
+  # 2. A trajectory of joint steps and one warm-up step, optimizers stepping; after
+  # the joint steps, the test-time features of both on images of other people.
+  timings, features, test_rows = {}, {}, []
+  test_reid, _ = person_batch(seed + steps, batch_p, batch_k)
+  test_images = np.concatenate(test_reid)
+  for stage, count, section in (("joint", steps, "joint trajectory"),
+                                ("warmup", 1, "warm-up step")):
+    log(f"{section}: {count} step(s)")
+    results = {}
+    for dtype in DTYPES:
+      ours = Ours(dtype, theirs.initial, sizes)
+      cfg = ours.trainer.cfg.train
+      first = cfg.warmup_steps if stage == "joint" else 0
+      ours_steps, seconds = [], []
+      for k in range(count):
+        reid, labels = batches[k]
+        start = time.perf_counter()
+        report = ours.train_step(reid, labels, first + k)
+        seconds.append(time.perf_counter() - start)
+        ours_steps.append((report, ours.state()))
+      gens = [ours.gen_images(batches[k][0]) for k in range(count)]
+      if stage == "joint":
+        features[dtype] = [ours.embed(test_images)]
+      del ours
+      _free()
+      theirs.reset(torch_dtype[dtype])
+      their_steps, their_seconds = [], []
+      for k in range(count):
+        reid, labels = batches[k]
+        start = time.perf_counter()
+        captured = theirs.iteration(gens[k], reid, labels[:gen_rows], labels, stage,
+                                    step_optimizers=True)
+        their_seconds.append(time.perf_counter() - start)
+        their_steps.append((captured, theirs.state()))
+      results[dtype] = (ours_steps, their_steps)
+      if stage == "joint":
+        features[dtype].append(theirs.embed(test_images))
+        if dtype == "float32":
+          test_rows += converted_rows(theirs, test_images, features[dtype][1], log)
+      if dtype == "float32" and count > 1:  # the first step of ours traces the graph
+        timings[stage] = {"jsia_tf_s": float(np.mean(seconds[1:])),
+                          "authors_s": float(np.mean(their_seconds[1:]))}
+      gc.collect()
+    if stage == "joint":
+      test_rows.insert(0, parity.tensor_row(
+          "test time", "feature", "trainer (Trainer.embed) after the joint steps",
+          features["float64"][0], features["float64"][1], features["float32"][0],
+          features["float32"][1], note=f"{len(test_images)} images of other people"))
+    for k in range(count):
+      (r64, s64), (c64, t64) = results["float64"][0][k], results["float64"][1][k]
+      (r32, s32), (c32, t32) = results["float32"][0][k], results["float32"][1][k]
+      name = f"{section}, after step {k + 1}" if count > 1 else section
+      rows += loss_rows(name, stage, r64, c64, r32, c32)
+      rows += state_rows(name, s64, t64, s32, t32)
+    del results
+    gc.collect()
+  rows += test_rows
 
-  t = parity.nchw_to_nhwc
-  g = captured["gan"]
-  rows = []
-  # (our output, their local, the function of theirs that holds it)
-  outputs = [
-      ("M_rgb", "real_rgb_contents", "gan"), ("M_ir", "real_ir_contents", "gan"),
-      ("s_rgb", "real_rgb_styles", "gan"), ("s_ir", "real_ir_styles", "gan"),
-      ("x_rgb_recon", "reconst_rgb_images", "gan"), ("x_ir_recon", "reconst_ir_images", "gan"),
-      ("x_ir2rgb", "fake_rgb_images", "gan"), ("x_rgb2ir", "fake_ir_images", "gan"),
-      ("M_rgb2ir", "fake_rgb_contents", "gan"), ("M_ir2rgb", "fake_ir_contents", "gan"),
-      ("s_ir2rgb", "fake_rgb_styles", "gan"), ("s_rgb2ir", "fake_ir_styles", "gan"),
-      ("x_rgb_cycle", "cycreconst_rgb_images", "gan"),
-      ("x_ir_cycle", "cycreconst_ir_images", "gan"),
-      ("F_rgb_gen_logits", "rgb_cls_score", "pixel"),
-      ("F_rgb2ir_logits", "fake_ir_score", "pixel"),
-      ("F_ir_gen_logits", "ir_cls_score", "pixel"),
-      ("F_ir2rgb_logits", "fake_rgb_score", "pixel"),
-      ("F_rgb_v", "rgb_feature_vectors", "reid"), ("F_ir_v", "ir_feature_vectors", "reid"),
-      ("F_rgb_logits", "rgb_cls_score", "reid"), ("F_ir_logits", "ir_cls_score", "reid")]
-  rows.append(parity.tensor_row("output", "x_rgb_gen, x_ir_gen (inputs)",
-                                np.stack([out["x_rgb_gen"], out["x_ir_gen"]]),
-                                np.stack([t(g["rgb_images"]), t(g["ir_images"])])))
-  for ours, theirs, scope in outputs:
-    rows.append(parity.tensor_row("output", ours, out[ours], t(captured[scope][theirs]),
-                                  t(reference[scope][theirs])))
-  for m, real, fake in (("rgb", "x_rgb_gen", "x_ir2rgb"), ("ir", "x_ir_gen", "x_rgb2ir")):
-    dis = getattr(model, f"Dis_{m}")
-    for kind, key in (("real", real), ("fake", fake)):
-      for s, ours in enumerate(dis(out[key])):
-        name = f"Dis_{m}({kind}) scale {s}"
-        rows.append(parity.tensor_row("output", name, ours, t(g[name]),
-                                      t(reference["gan"][name])))
+  # 3. The learning rates at the stage boundary and the decay point.
+  rows += lr_rows(theirs, torch)
 
-  code = lambda pairs: sum(float(tf.reduce_mean(losses.code_reconstruction_loss(
-      out[a], out[b]))) for a, b in pairs)
-  # L_id's parts as the trainer reports them (the mean of the two modalities' CE).
-  ce = (float(report["id_ce_rgb"]) + float(report["id_ce_ir"])) / 2.0
-  triplet = report["id_triplet"]
-
-  def theirs(key):
-    """A loss of theirs by name, float32 and float64: `loss_rgb+loss_ir`, sums."""
-    def value(results):
-      total = 0.0
-      for term in key.split("+"):
-        weight, _, name = term.rpartition("*")
-        scope = next(r for r in results.values() if name in r)
-        total += (float(weight) if weight else 1.0) * float(scope[name])
-      return total
-    return value(captured), value(reference)
-
-  their_total = ("gen_loss_without_gan_feature+gen_loss_gan_feature+"
-                 f"{THEIR_CONFIG['weight_pixel_loss']}*loss_rgb+"
-                 f"{THEIR_CONFIG['weight_pixel_loss']}*loss_ir+cls_loss+triplet_loss")
-  loss_rows = [
-      ("GAN (generator)", report["gan"], "gen_loss_gan"),
-      ("image reconstruction", report["recon"], "gen_loss_reconst_images"),
-      ("cycle reconstruction", report["cycle"], "gen_loss_cyclereconst_images"),
-      ("content code reconstruction", code((("M_rgb2ir", "M_rgb"), ("M_ir2rgb", "M_ir"))),
-       "gen_loss_reconst_contents"),
-      ("style code reconstruction", code((("s_rgb2ir", "s_ir"), ("s_ir2rgb", "s_rgb"))),
-       "gen_loss_reconst_styles"),
-      ("discriminator", report["dis"], "dis_loss"),
-      ("IL (Eq. 11)", report["il"], "loss_rgb+loss_ir"),
-      ("CE (Eq. 13)", ce, "cls_loss"),
-      ("triplet (Eq. 13)", triplet, "triplet_loss"),
-      ("total (weighted)", report["total"], their_total)]
-  for name, ours, key in loss_rows:
-    value32, value64 = theirs(key)
-    rows.append(parity.tensor_row("loss", name, float(ours), value32, value64))
-
-  ours_by_variable = {}
-  for group, variables in trainer.groups.items():
-    for variable, grad in zip(variables, our_grads.get(group, [])):
-      if grad is not None:
-        ours_by_variable[id(variable)] = grad.numpy()
-  groups = {}
-  for i, names in enumerate(authors.file_names(model)):
-    for name, (variable, layout) in names.items():
-      if name not in their_grads[i]:
-        continue  # no gradient in their step (BN statistics)
-      if name.startswith(authors.ENCODER + "resnet_conv1"):
-        group = "E_sl (= E_i)"
-      elif name.startswith(authors.ENCODER):
-        group = "E_il + classifier"
-      else:
-        group = "G" if i < 2 else "discriminators"
-      ours = ours_by_variable.get(id(variable), np.zeros(variable.shape, np.float32))
-      ours = torchvision_resnet.to_torch_layout(ours, layout) if layout else ours
-      groups.setdefault(group, []).append(
-          (ours, their_grads[i][name], reference_grads[i][name]))
-  for group, entries in groups.items():
-    rows.append(parity.gradient_row(group, *zip(*entries), note=f"{len(entries)} tensors"))
   settings = {"authors_repo": os.path.abspath(repo), "authors_commit": _commit(repo),
               "torch": torch.__version__, "tensorflow": tf.__version__,
               "torchvision": torchvision_note, "weights": weights or "random", "seed": seed,
-              "reid_batch": f"{REID_P}x{REID_K} per modality at 256x128",
-              "gen_batch": f"{GEN_ROWS} + {GEN_ROWS} at 128x64",
+              "reid_batch": f"{batch_p}x{batch_k} per modality at 256x128",
+              "gen_batch": f"{gen_rows} + {gen_rows} at 128x64", "steps": steps,
+              "step_seconds_float32": timings.get("joint", {}),
               "macs": {
                   # FLOPs of a multiply-add are 2 in torch's counter.
                   "authors_gmacs": round(sum(their_flops.values()) / 2e9, 2),
@@ -504,6 +825,77 @@ def run(repo: str, weights: str = "", seed: int = 0, log=print):
                       k: round((v["forward_macs"] + v["backward_macs"]) / 1e9, 2)
                       for k, v in macs.by_network(our_macs).items()}}}
   return rows, settings
+
+
+ITERATIONS_PER_EPOCH = 200  # their train_an_epoch's loop
+
+
+def lr_rows(theirs, torch) -> List:
+  """Every group's lr at the first and last step of the epochs around the stage
+  boundary and the decay point: their `lr_scheduler_step(epoch)` (main.py's
+  milestones: the decay epoch after the warm-up epochs) against
+  `trainer.learning_rates(step)` of the paper preset."""
+  # pylint: disable=import-outside-toplevel
+  from jsia_tf import config as config_lib
+  from jsia_tf.training import trainer as trainer_lib
+  train = config_lib.TrainConfig(workdir="unused", **{
+      k: v for k, v in config_lib.TRAIN_PRESETS["paper"].items()
+      if k not in ("batch_p", "batch_k", "gen_ids")})
+  warmup = train.warmup_steps // ITERATIONS_PER_EPOCH
+  decay = int(round(train.lr_decay_at * train.joint_steps)) // ITERATIONS_PER_EPOCH
+  total = train.total_steps // ITERATIONS_PER_EPOCH
+  theirs.reset(torch.float32, dict(THEIR_CONFIG, milestones=[warmup + decay]))
+  ours_of = {"sl_enc": "F", "gen": "G", "dis": "Dis", "il_enc": "F"}
+  rows = []
+  for epoch in sorted({0, warmup - 1, warmup, warmup + decay - 1, warmup + decay, total - 1}):
+    lrs = theirs.learning_rates(epoch)
+    first, last = epoch * ITERATIONS_PER_EPOCH, (epoch + 1) * ITERATIONS_PER_EPOCH - 1
+    # Every group of theirs at the epoch's first and last step of ours.
+    ours = [trainer_lib.learning_rates(train, step)[ours_of[g]] for step in (first, last)
+            for g in lrs]
+    rows.append(parity.tensor_row(
+        "learning rates", "lr", f"epoch {epoch} = steps {first}-{last}", ours,
+        list(lrs.values()) * 2,
+        note=", ".join(f"{g} {lr:g}" for g, lr in lrs.items())))
+  return rows
+
+
+def converted_rows(theirs, images, their_features, log) -> List:
+  """Their files, as their `Base.save_model` writes them after the float32 joint
+  steps, through tools/convert_authors_checkpoint.py's converter, then the
+  extractor of `python -m jsia_tf.evaluate --checkpoint` and the SavedModel of
+  `python -m jsia_tf.export`: their float32 test features of the same weights
+  against each, within FEATURE_TOLERANCE_32."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from jsia_tf import config as config_lib
+  from jsia_tf.serving import extractor as extractor_lib
+  from jsia_tf.serving import saved_model
+  from jsia_tf.training import convert
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    their_dir, workdir = os.path.join(tmp, "their_models"), os.path.join(tmp, "converted")
+    os.makedirs(their_dir)
+    theirs.save_model(their_dir, 0)
+    convert.convert(their_dir, workdir, num_classes=NUM_CLASSES, log=lambda line: None)
+    run = extractor_lib.restore(workdir)
+    x = tf.constant(images, tf.float32)
+    ours = {"extractor (evaluate --checkpoint)": run.extractor.embed(x).numpy()}
+    del run
+    _free()
+    version = saved_model.export_run(config_lib.ExportConfig(workdir=workdir),
+                                     log=lambda line: None)
+    ours["SavedModel (export)"] = saved_model.Served(version).embed(x).numpy()
+    _free()
+  log("their files converted, restored and exported")
+  for name, value in ours.items():
+    # float32 on both sides: this row is judged on the float32 difference.
+    rel = parity.tensor_rel(value, their_features)
+    rows.append(parity.Row("test time", "feature", f"their model-*_0.pkl -> {name}", rel,
+                           float(np.max(np.abs(their_features))), rel32=rel,
+                           tolerance=parity.FEATURE_TOLERANCE_32,
+                           note="float32 on both sides, the same weights"))
+  return rows
 
 
 def _commit(repo: str) -> str:
@@ -517,17 +909,23 @@ def _commit(repo: str) -> str:
 def main(argv):
   """Entry point: flags -> run -> table (and JSON); exit 1 if a row is off."""
   del argv
-  rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed)
+  rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed, FLAGS.batch_p,
+                       FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)
   print(f"authors' code {settings['authors_commit']} (torch {settings['torch']}) vs "
         f"jsia_tf (TensorFlow {settings['tensorflow']}); weights: {settings['weights']}; "
-        f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}")
+        f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}; "
+        f"{settings['steps']} joint steps")
   print(parity.format_table(rows))
   count = settings["macs"]
-  print(f"MACs of one step (convolutions, their backward, matrix products): authors "
-        f"{count['authors_gmacs']} G, jsia_tf {count['jsia_tf_gmacs']} G")
+  print(f"MACs of one float32 step (convolutions, their backward, matrix products): "
+        f"authors {count['authors_gmacs']} G, jsia_tf {count['jsia_tf_gmacs']} G")
+  seconds = settings["step_seconds_float32"]
+  if seconds:
+    print(f"float32 joint step (mean of steps 2-{settings['steps']}): authors "
+          f"{seconds['authors_s']:.2f} s, jsia_tf {seconds['jsia_tf_s']:.2f} s")
   if FLAGS.output_json:
-    with open(FLAGS.output_json, "w") as f:
-      json.dump(parity.to_json(rows, settings), f, indent=2)
+    record = json.dumps(parity.to_json(rows, settings), indent=2)
+    files.atomic_write(FLAGS.output_json, lambda f: f.write(record))
     print(f"wrote {FLAGS.output_json}")
   if not all(r.ok for r in rows):
     sys.exit(1)
