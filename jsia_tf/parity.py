@@ -86,15 +86,21 @@ def group_rel(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> float
   return diff / norm if norm else diff
 
 
+def _columns(rel, name, ours64, theirs64, ours32, theirs32):
+  """(float64 rel, float32 rel, their float32-vs-float64 floor) by the measure
+  `rel`; a shape mismatch is a ValueError naming the row."""
+  try:
+    return (rel(ours64, theirs64),
+            math.nan if ours32 is None else rel(ours32, theirs32),
+            math.nan if theirs32 is None else rel(theirs32, theirs64))
+  except ValueError as e:
+    raise ValueError(f"{name}: {e}") from None
+
+
 def tensor_row(section: str, kind: str, name: str, ours64, theirs64, ours32=None,
                theirs32=None, note: str = "", tolerance: float = TOLERANCE) -> Row:
   """The row of one tensor (or scalar) on both sides, float64 and float32."""
-  try:
-    rel = tensor_rel(ours64, theirs64)
-    rel32 = math.nan if ours32 is None else tensor_rel(ours32, theirs32)
-    floor = math.nan if theirs32 is None else tensor_rel(theirs32, theirs64)
-  except ValueError as e:
-    raise ValueError(f"{name}: {e}") from None
+  rel, rel32, floor = _columns(tensor_rel, name, ours64, theirs64, ours32, theirs32)
   scale = float(np.max(np.abs(np.asarray(theirs64, np.float64)))) if np.size(theirs64) else 0.0
   return Row(section, kind, name, rel, scale, rel32, floor, tolerance, note)
 
@@ -102,12 +108,7 @@ def tensor_row(section: str, kind: str, name: str, ours64, theirs64, ours32=None
 def group_row(section: str, kind: str, name: str, ours64, theirs64, ours32=None,
               theirs32=None, note: str = "") -> Row:
   """The row of a group of tensors on both sides, float64 and float32."""
-  try:
-    rel = group_rel(ours64, theirs64)
-    rel32 = math.nan if ours32 is None else group_rel(ours32, theirs32)
-    floor = math.nan if theirs32 is None else group_rel(theirs32, theirs64)
-  except ValueError as e:
-    raise ValueError(f"{name}: {e}") from None
+  rel, rel32, floor = _columns(group_rel, name, ours64, theirs64, ours32, theirs32)
   return Row(section, kind, name, rel, float(np.linalg.norm(_flat(theirs64))), rel32,
              floor, note=note)
 
