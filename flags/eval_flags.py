@@ -29,9 +29,19 @@ def define_eval_flags(flag_values=flags.FLAGS):
                     "SYSU-MM01 search mode; empty: both.", flag_values=flag_values)
   flags.DEFINE_integer("shots", 0, "SYSU-MM01 gallery shots (1 or 10); 0: both.",
                        flag_values=flag_values)
-  flags.DEFINE_string("perm_file", "", "Official rand_perm_cam.mat for the SYSU-MM01 "
-                      "gallery draws; empty: numpy default_rng(trial).",
-                      flag_values=flag_values)
+  flags.DEFINE_string("perm_file", "auto", "SYSU-MM01 gallery draws: official (the "
+                      "official rand_perm_cam.mat, shipped with the package), seeded "
+                      "(numpy default_rng(trial)), a path to an official-format "
+                      "rand_perm_cam.mat (tools/make_perm_file.py writes one for any "
+                      "SYSU-layout set), or auto: official when it fits the features, "
+                      "else seeded (the report says which).", flag_values=flag_values)
+  flags.DEFINE_list("test_ids", [], "The identities evaluated; rows of others are left "
+                    "out and counted. SYSU-MM01: test_id.mat or exp/test_id.txt; empty: "
+                    "the official test_id.mat with --features, the model's test split "
+                    "with --checkpoint / --saved_model. RegDB: each trial's "
+                    "idx/test_visible_<trial>.txt, one per features file; empty: every "
+                    "identity of the files. all: every identity.",
+                    flag_values=flag_values)
   flags.DEFINE_enum("distance", "cosine", ["cosine", "euclidean"],
                     "Distance between features.", flag_values=flag_values)
   flags.DEFINE_enum("direction", "", ["", "v2t", "t2v"],

@@ -183,7 +183,8 @@ class EvalConfig:
   protocol: str = "sysu"
   mode: str = ""
   shots: int = 0
-  perm_file: str = ""
+  perm_file: str = "auto"
+  test_ids: Tuple[str, ...] = ()
   distance: str = "cosine"
   direction: str = ""
   num_trials: int = 10
@@ -218,9 +219,19 @@ class EvalConfig:
     if self.protocol == "sysu":
       require(not self.direction, "direction", self.direction,
               "no --direction with --protocol=sysu")
+      require(len(self.test_ids) <= 1, "test_ids", ",".join(self.test_ids),
+              "one id list for SYSU-MM01 (test_id.mat or exp/test_id.txt), or all")
     else:
-      require(not (self.mode or self.shots or self.perm_file), "mode", self.mode,
+      require(not (self.mode or self.shots or self.perm_file != "auto"), "mode",
+              self.mode or self.shots or self.perm_file,
               "no --mode, --shots or --perm_file with --protocol=regdb")
+      require(len(self.test_ids) in (0, 1, max(1, len(self.features))), "test_ids",
+              ",".join(self.test_ids), "one id list per features file (each trial's "
+              "idx/test_visible_<trial>.txt), one for every file, or all")
+    require("all" not in self.test_ids or len(self.test_ids) == 1, "test_ids",
+            ",".join(self.test_ids), "all alone, or id lists")
+    require(bool(self.perm_file), "perm_file", self.perm_file,
+            "auto, official, seeded or a rand_perm_cam.mat path")
 
 
 BACKBONES = ("torchvision_resnet50", "keras_resnet50", "small")

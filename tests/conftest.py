@@ -28,10 +28,10 @@ def user_env(**extra):
   return env
 
 
-def run_python(*args, timeout=300):
-  """Runs `python ARGS...` from the repository root, as a user would."""
+def run_python(*args, timeout=300, cwd=REPO):
+  """Runs `python ARGS...` from the repository root (or `cwd`), as a user would."""
   env = user_env()
-  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
+  return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True,
                         text=True, env=env, timeout=timeout)
 
 

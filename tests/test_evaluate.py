@@ -73,9 +73,11 @@ def _run(*args):
   return run_python("-m", "jsia_tf.evaluate", *args, timeout=120)
 
 
-def test_cli_table_and_json(features_file, tmp_path):
+def test_cli_table_and_json(features_file, sysu_dir, tmp_path):
   out = str(tmp_path / "report.json")
-  result = _run(f"--features={features_file}", f"--output_json={out}")
+  id_list = os.path.join(sysu_dir, "exp", "test_id.txt")
+  result = _run(f"--features={features_file}", f"--output_json={out}",
+                f"--test_ids={id_list}")
   assert result.returncode == 0, result.stderr
   for name in ("all-search single-shot", "all-search multi-shot",
                "indoor-search single-shot", "indoor-search multi-shot"):
@@ -89,9 +91,20 @@ def test_cli_table_and_json(features_file, tmp_path):
   assert single["mean"]["R1"] == pytest.approx(np.mean([t["R1"] for t in single["trials"]]))
   assert single["mean"]["R1"] > 0.5  # identity-carrying features rank well
   assert report["config"]["distance"] == "cosine"
-  assert report["gallery_draws"] == "numpy default_rng(trial)"
+  # The official perm file does not fit a generated set of 12 ids: seeded draws, and
+  # the report and the console say why.
+  assert report["gallery_draws"].startswith("seeded: numpy default_rng(trial) (the "
+                                            "official perm file does not fit")
+  assert "gallery draws: seeded" in result.stdout
+  with np.load(features_file) as data:
+    num_rows, num_ids = len(data["ids"]), len(np.unique(data["ids"]))
+  assert report["test_ids"] == [{"source": id_list, "kept_rows": num_rows,
+                                 "kept_ids": num_ids, "left_out_rows": 0,
+                                 "left_out_ids": 0}]
+  assert f"test identities: {id_list}: {num_ids} identities, {num_rows} images" in (
+      result.stdout)
   one = _run(f"--features={features_file}", "--mode=indoor", "--shots=10",
-             "--num_trials=3")
+             "--num_trials=3", "--test_ids=all")
   assert one.returncode == 0, one.stderr
   assert "indoor-search multi-shot" in one.stdout and "all-search" not in one.stdout
 
@@ -100,7 +113,8 @@ def test_cli_from_features_does_not_import_tensorflow(features_file):
   """Evaluating a features file is numpy work: TensorFlow's import would cost more
   than the evaluation."""
   script = ("import runpy, sys\n"
-            f"sys.argv = ['evaluate', '--features={features_file}', '--num_trials=2']\n"
+            f"sys.argv = ['evaluate', '--features={features_file}', '--num_trials=2', "
+            "'--test_ids=all']\n"
             "try:\n  runpy.run_module('jsia_tf.evaluate', run_name='__main__')\n"
             "except SystemExit as e:\n  assert not e.code, e.code\n"
             "print('imported:', sorted({'tensorflow', 'keras'} & set(sys.modules)))\n")
@@ -143,10 +157,16 @@ def test_cli_unknown_protocol_and_unfit_perm_file(features_file):
   result = _run(f"--features={features_file}", "--protocol=market")
   assert result.returncode != 0 and "--protocol" in result.stderr
   assert "sysu" in result.stderr and "regdb" in result.stderr
-  perm = os.path.join(protocols.OFFICIAL_SPLIT_DIR, "rand_perm_cam.mat")
-  result = _run(f"--features={features_file}", f"--perm_file={perm}")
-  assert result.returncode == 2 and "does not fit the features" in result.stderr
-  assert "Traceback" not in result.stderr
+  for perm in ("official", protocols.OFFICIAL_PERM_FILE):
+    result = _run(f"--features={features_file}", f"--perm_file={perm}", "--test_ids=all")
+    assert result.returncode == 2 and "does not fit the features" in result.stderr
+    assert "tools/make_perm_file.py" in result.stderr
+    assert "Traceback" not in result.stderr
+  # The default id list is the official test_id.mat: a generated set's ids are not.
+  result = _run(f"--features={features_file}")
+  assert result.returncode == 2, result.stderr
+  assert "none of its 2 identities is in the official test_id.mat" in result.stderr
+  assert "--test_ids=DIR/exp/test_id.txt" in result.stderr
 
 
 def _damaged(path, tmp_path, name, **arrays):
@@ -196,9 +216,59 @@ def test_cli_names_an_unreadable_features_file(tmp_path, name, write, message):
 def test_a_closed_stdout_ends_quietly(features_file):
   """`python -m jsia_tf.evaluate ... | head -1`: the reader goes away early."""
   proc = subprocess.Popen([sys.executable, "-m", "jsia_tf.evaluate",
-                           f"--features={features_file}"], cwd=REPO, env=user_env(),
+                           f"--features={features_file}", "--test_ids=all"],
+                          cwd=REPO, env=user_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   proc.stdout.close()  # as head does once it has its line
   stderr = proc.stderr.read().decode()
   assert proc.wait(timeout=120) == 0, stderr
   assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_official_protocol_by_default_from_any_directory(tmp_path):
+  """Real-shaped features plus 200 rows of a training identity: the packaged perm
+  file and test ids are found from another directory; the stranger is left out and
+  counted, as the official code leaves it out."""
+  _, rows = protocols.official_test_layout(protocols.OFFICIAL_SPLIT_DIR)
+  extra = np.array([(1, cam, f) for cam in (1, 3) for f in range(100)])
+  rows = np.vstack([rows, extra])
+  rng = np.random.default_rng(0)
+  feats = features_lib.FeatureSet(
+      features=rng.standard_normal((len(rows), 4)), ids=rows[:, 0], cams=rows[:, 1],
+      frames=rows[:, 2], modality=np.isin(rows[:, 1], (3, 6)).astype(int))
+  path = str(tmp_path / "real_shape.npz")
+  features_lib.save(path, feats)
+  os.makedirs(tmp_path / "elsewhere")
+  result = run_python("-m", "jsia_tf.evaluate", f"--features={path}", "--mode=all",
+                      "--shots=1", "--perm_file=official", f"--output_json={tmp_path}/r.json",
+                      cwd=str(tmp_path / "elsewhere"), timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "gallery draws: official rand_perm_cam.mat" in result.stdout
+  assert ("test identities: the official test_id.mat: 96 identities, 10578 images; "
+          "left out 200 images of 1 other identities") in result.stdout
+  with open(tmp_path / "r.json") as f:
+    single = json.load(f)["settings"]["all-search single-shot"]
+  # The real test set's sizes: 3,803 queries, 301 (camera, id) galleries.
+  assert single["num_queries"] == [3803] * 10 and single["gallery_size"] == [301] * 10
+
+
+def test_make_perm_file_fits_a_generated_set(sysu_dir, features_file, tmp_path):
+  perm = str(tmp_path / "perm.mat")
+  result = run_python("tools/make_perm_file.py", f"--data_dir={sysu_dir}",
+                      f"--output={perm}", "--seed=3", timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert f"wrote {perm}: 10 draws for" in result.stdout
+  cells = protocols.PermFile(perm)
+  for r in readers.read_sysu(sysu_dir, "test"):
+    assert cells.get(r.camera, r.pid).shape[1] > r.frame
+  out = str(tmp_path / "r.json")
+  result = _run(f"--features={features_file}", f"--perm_file={perm}",
+                f"--test_ids={sysu_dir}/exp/test_id.txt", f"--output_json={out}")
+  assert result.returncode == 0, result.stderr
+  assert f"gallery draws: perm file {perm}" in result.stdout
+  with open(out) as f:
+    assert json.load(f)["gallery_draws"] == f"perm file {perm}"
+  missing = run_python("tools/make_perm_file.py", f"--data_dir={tmp_path}/none",
+                       f"--output={perm}", timeout=60)
+  assert missing.returncode == 2 and missing.stderr.startswith("error: data_dir ")
+  assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr

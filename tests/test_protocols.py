@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 from scipy import io as scipy_io
 
+from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import layouts
 from jsia_tf.data import readers
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
+from jsia_tf.evaluation import report as report_lib
 
 from ranking_reference import reference_ranking
 
@@ -187,3 +189,123 @@ def test_empty_gallery_or_no_queries(generated):
   no_indoor = generated.select(~np.isin(generated.cams, [1, 2]))
   with pytest.raises(errors.DataError, match="the indoor-search gallery is empty"):
     protocols.sysu_split(no_indoor, "indoor")
+
+
+def _tied_set(num_ids=12, frames=3, seed=0):
+  """A SYSU-shaped set whose features take 8 values: most distances tie exactly."""
+  rows = np.array([(pid, cam, f) for cam in layouts.SYSU_CAMERAS
+                   for pid in range(1, num_ids + 1) for f in range(frames)])
+  feats = _features(rows)
+  feats.features = np.random.default_rng(seed).integers(0, 2, (len(rows), 3)) + 0.5
+  return feats
+
+
+def _official_gallery(feats, perm, mode, shots, trial):
+  """The gallery rows in the order of the official get_testing_set.m: cameras of the
+  mode, then ids ascending, then the trial's permutation order."""
+  rows = []
+  for cam in layouts.SYSU_GALLERY_CAMERAS[mode]:
+    for pid in sorted(set(feats.ids.tolist())):
+      matrix = perm.get(cam, pid)
+      for index in (matrix[trial, :shots] if matrix is not None else []):
+        rows.append(int(np.flatnonzero((feats.cams == cam) & (feats.ids == pid) &
+                                       (feats.frames == index - 1))[0]))
+  return np.array(rows)
+
+
+def test_shuffled_rows_give_the_official_order_metrics(tmp_path):
+  """Exact ties are broken by the official gallery order, whatever the file's row
+  order; checked against the official code's order written out by hand."""
+  feats = _tied_set()
+  counts = {(c, p): 3 for c in layouts.SYSU_CAMERAS for p in range(1, 13)}
+  path = str(tmp_path / "perm.mat")
+  protocols.write_perm_file(path, protocols.make_perm_cells(counts, seed=1))
+  perm = protocols.PermFile(path)
+  shuffled = feats.select(np.random.default_rng(5).permutation(len(feats.ids)))
+  differs_in_file_order = False
+  for perm_file in (path, "seeded"):
+    cfg = config_lib.EvalConfig(features=("f.npz",), perm_file=perm_file,
+                                test_ids=("all",))
+    settings = report_lib.evaluate_features([feats], cfg)["settings"]
+    assert report_lib.evaluate_features([shuffled], cfg)["settings"] == settings
+    if perm_file == "seeded":
+      continue
+    for mode, shots, trial in (("all", 1, 0), ("all", 10, 3), ("indoor", 1, 7)):
+      name = f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
+      got = settings[name]["trials"][trial]
+      query = np.flatnonzero(shuffled.modality == layouts.IR)
+      gallery = _official_gallery(shuffled, perm, mode, shots, trial)
+      for g, official in ((gallery, True), (np.sort(gallery), False)):  # file order
+        d = features_lib.distance_matrix(shuffled.features[query],
+                                         shuffled.features[g], "cosine")
+        cmc, m_ap, m_inp, _, _ = reference_ranking(
+            d, shuffled.ids[query], shuffled.ids[g], shuffled.cams[query],
+            shuffled.cams[g], "sysu")
+        same = (abs(got["R1"] - cmc[0]) < 1e-12 and abs(got["mAP"] - m_ap) < 1e-12
+                and abs(got["mINP"] - m_inp) < 1e-12)
+        if official:
+          assert same, (name, trial, got, cmc[0], m_ap)
+        differs_in_file_order |= not same
+  assert differs_in_file_order  # the ties are heavy enough to move a metric
+  regdb = feats.select(np.isin(feats.cams, (1, 3)))
+  regdb.cams = np.where(regdb.cams == 1, 1, 2)
+  cfg = config_lib.EvalConfig(features=("f.npz",), protocol="regdb")
+  shuffled = regdb.select(np.random.default_rng(6).permutation(len(regdb.ids)))
+  assert (report_lib.evaluate_features([regdb], cfg)["settings"] ==
+          report_lib.evaluate_features([shuffled], cfg)["settings"])
+
+
+def test_identities_outside_the_test_list_are_left_out_and_counted(tmp_path):
+  feats = _tied_set(seed=2)
+  id_list = tmp_path / "test_id.txt"
+  id_list.write_text("1,2,3,4,5,6,7,8\n")
+  cfg = config_lib.EvalConfig(features=("f.npz",), perm_file="seeded",
+                              test_ids=(str(id_list),))
+  report = report_lib.evaluate_features([feats], cfg)
+  assert report["test_ids"] == [{"source": str(id_list), "kept_rows": 8 * 6 * 3,
+                                 "kept_ids": 8, "left_out_rows": 4 * 6 * 3,
+                                 "left_out_ids": 4}]
+  assert ("test identities: " + str(id_list) + ": 8 identities, 144 images; left out "
+          "72 images of 4 other identities") in report_lib.format_table(report)
+  alone = report_lib.evaluate_features(
+      [feats.select(feats.ids <= 8)],
+      config_lib.EvalConfig(features=("f.npz",), perm_file="seeded", test_ids=("all",)))
+  assert report["settings"] == alone["settings"]
+  single = report["settings"]["all-search single-shot"]
+  assert single["num_queries"] == [8 * 2 * 3] * 10 and single["gallery_size"] == [32] * 10
+  # The official list, as .mat; a RegDB index file gives its folder ids.
+  np.testing.assert_array_equal(protocols.read_ids(protocols.OFFICIAL_TEST_IDS)[:3],
+                                [6, 10, 17])
+  idx = tmp_path / "test_visible_1.txt"
+  idx.write_text("Visible/7/a.bmp 0\nVisible/7/b.bmp 0\nVisible/12/c.bmp 1\n")
+  np.testing.assert_array_equal(protocols.read_ids(str(idx)), [7, 12])
+  bad = tmp_path / "bad.txt"
+  bad.write_text("1,2\nthree\n")
+  with pytest.raises(errors.DataError, match=r"bad.txt line 2: 'three' is not a person"):
+    protocols.read_ids(str(bad))
+  feats.ids += 1000  # the official test ids are all below 534
+  with pytest.raises(errors.DataError, match="none of its 12 identities is in the "
+                     "official test_id.mat"):
+    report_lib.evaluate_features([feats], config_lib.EvalConfig(features=("f.npz",)))
+
+
+def test_perm_cells_have_the_official_nesting(tmp_path):
+  counts = {(1, 2): 3, (1, 5): 1, (3, 2): 300, (6, 1): 4}
+  path = str(tmp_path / "perm.mat")
+  protocols.write_perm_file(path, protocols.make_perm_cells(counts, num_trials=10, seed=4))
+  assert scipy_io.whosmat(path) == [("rand_perm_cam", (6, 1), "cell")]
+  cells = scipy_io.loadmat(path)["rand_perm_cam"]
+  assert [cells[c, 0].shape for c in range(6)] == [(5, 1), (0, 1), (2, 1), (0, 1),
+                                                   (0, 1), (1, 1)]
+  assert cells[0, 0][0, 0].shape == (10, 0)  # cam 1 has no id 1: empty, as official
+  assert cells[0, 0][1, 0].dtype == np.uint8 and cells[2, 0][1, 0].dtype == np.uint16
+  perm = protocols.PermFile(path)
+  for (cam, pid), n in counts.items():
+    matrix = perm.get(cam, pid)
+    assert matrix.shape == (10, n)
+    for row in matrix:
+      np.testing.assert_array_equal(np.sort(row), np.arange(1, n + 1))
+  assert perm.get(1, 1) is None and perm.get(1, 3) is None and perm.get(2, 1) is None
+  assert not np.array_equal(perm.get(3, 2)[0], perm.get(3, 2)[1])
+  again = protocols.make_perm_cells(counts, num_trials=10, seed=4)
+  np.testing.assert_array_equal(again[2, 0][1, 0], perm.get(3, 2))

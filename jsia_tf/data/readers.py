@@ -8,7 +8,7 @@ what was expected; files that are not images are ignored and counted in the log.
 
 import dataclasses
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from absl import logging
 
@@ -96,6 +96,29 @@ def check_sysu_layout(root: str) -> None:
 
 
 SYSU_SPLITS = {"train": ("train", "val"), "test": ("test",), "val": ("val",)}
+
+
+def sysu_image_counts(root: str) -> Dict[Tuple[int, int], int]:
+  """{(camera, pid): number of images} of every identity folder of every camera of a
+  SYSU-MM01-layout `root`, whatever its split (the official perm file covers all)."""
+  root = os.path.abspath(root)
+  check_sysu_layout(root)
+  counts = {}
+  for camera in layouts.SYSU_CAMERAS:
+    cam_dir = os.path.join(root, f"cam{camera}")
+    for name in sorted(os.listdir(cam_dir)):
+      folder = os.path.join(cam_dir, name)
+      if not os.path.isdir(folder):
+        continue
+      if not name.isdigit():
+        raise errors.DataError(f"{folder} is not an identity folder (expected "
+                               f"{cam_dir}/<pid:04d>/)")
+      n = len(list_images(folder))
+      if n:
+        counts[(camera, int(name))] = n
+  if not counts:
+    raise errors.DataError(f"data_dir {root} holds no images in cam1..cam6/<pid>/")
+  return counts
 
 
 def read_sysu(root: str, split: str) -> List[ImageRecord]:

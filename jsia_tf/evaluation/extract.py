@@ -79,6 +79,6 @@ def evaluate_model(cfg: config_lib.EvalConfig, log=print) -> Dict:
   if cfg.output_features:
     features_lib.save(cfg.output_features, feats)
     log(f"wrote {cfg.output_features}")
-  report = report_lib.evaluate_features([feats], cfg)
+  report = report_lib.evaluate_features([feats], cfg, split_ids=np.unique(feats.ids))
   report["source"] = source
   return report

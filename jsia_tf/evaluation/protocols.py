@@ -2,13 +2,24 @@
 
 SYSU-MM01: queries are all IR images (cams 3, 6); the gallery takes, per identity and
 RGB camera (all-search: 1, 2, 4, 5; indoor: 1, 2), the first 1 (single-shot) or 10
-(multi-shot) images of a random order. Ten trials: trial t (0..9) uses row t of the
-official `rand_perm_cam.mat` when given (1-based indices into the sorted images of
-(cam, id)), else `numpy.random.default_rng(t)`. Groups with fewer images than shots
-give all their images.
+(multi-shot) images of a random order. Ten trials: trial t (0..9) uses row t of an
+official-format `rand_perm_cam.mat` (1-based indices into the sorted images of
+(cam, id)), or `numpy.random.default_rng(t)` (seeded draws). Groups with fewer images
+than shots give all their images.
 
 RegDB: per trained model (one per trial), visible->thermal (`v2t`: visible queries,
 thermal gallery) or thermal->visible (`t2v`), every test image, no camera filter.
+
+Order. Ranking breaks exact distance ties by gallery order, so the gallery is put in
+one order whatever the file's row order: the official code's, cameras ascending, then
+identities ascending, then the images of a (camera, identity). Within a (camera,
+identity) the order cannot move a metric (the tied images share identity and
+camera), so frames ascending serve for the official code's permutation order.
+Queries are put in the same order, so that even the rounding of the means over
+queries does not depend on the file.
+
+Identities. The official code evaluates only the identities of `test_id.mat`;
+`keep_ids` leaves out every row of another identity and counts what it left out.
 """
 
 import os
@@ -18,6 +29,7 @@ import numpy as np
 from scipy import io as scipy_io
 
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import ranking
@@ -28,7 +40,60 @@ OFFICIAL_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 SYSU_MODES = ("all", "indoor")
 SYSU_SHOTS = (1, 10)
 SYSU_TRIALS = 10
+OFFICIAL_PERM_FILE = os.path.join(OFFICIAL_SPLIT_DIR, "rand_perm_cam.mat")
+OFFICIAL_TEST_IDS = os.path.join(OFFICIAL_SPLIT_DIR, "test_id.mat")
 REGDB_DIRECTIONS = {"v2t": (layouts.RGB, layouts.IR), "t2v": (layouts.IR, layouts.RGB)}
+
+
+def gallery_order(feats: features_lib.FeatureSet, rows: np.ndarray) -> np.ndarray:
+  """`rows` in the official gallery order: camera, then identity, then frame. Queries
+  take it too, so that means over queries add up in one order (bit for bit the same
+  result for any row order of the file)."""
+  rows = np.asarray(rows, np.int64)
+  return rows[np.lexsort((feats.frames[rows], feats.ids[rows], feats.cams[rows]))]
+
+
+def read_ids(path: str) -> np.ndarray:
+  """The person ids of an id list: the official `test_id.mat` (variable `id`), a
+  SYSU-MM01 `exp/test_id.txt` (ids separated by commas, spaces or lines), or a RegDB
+  index file (`Visible/<id>/<file> <label>` lines: the folder ids)."""
+  if not os.path.isfile(path):
+    raise errors.DataError(f"id list {path} does not exist (expected test_id.mat, "
+                           f"exp/test_id.txt or a RegDB idx/test_*_<trial>.txt)")
+  if path.endswith(".mat"):
+    try:
+      return np.unique(scipy_io.loadmat(path)["id"].ravel().astype(np.int64))
+    except (OSError, ValueError, KeyError, scipy_io.matlab.MatReadError) as e:
+      raise errors.DataError(f"id list {path} is not a .mat file with a variable 'id' "
+                             f"({e})") from None
+  ids = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      parts = line.split()
+      if len(parts) == 2 and "/" in parts[0].replace("\\", "/"):  # RegDB idx line
+        folder = parts[0].replace("\\", "/").split("/")[-2]
+        tokens = [folder]
+      else:
+        tokens = [t for t in line.replace(",", " ").split() if t]
+      for token in tokens:
+        if not token.isdigit():
+          raise errors.DataError(f"id list {path} line {number}: {token!r} is not a "
+                                 f"person id (expected non-negative integers)")
+        ids.append(int(token))
+  if not ids:
+    raise errors.DataError(f"id list {path} holds no person ids")
+  return np.unique(np.array(ids, np.int64))
+
+
+def keep_ids(feats: features_lib.FeatureSet, ids: np.ndarray
+             ) -> Tuple[features_lib.FeatureSet, Dict[str, int]]:
+  """The rows of `feats` whose identity is in `ids`, and counts of what was left out
+  (`left_out_rows`, `left_out_ids`) and kept (`kept_rows`, `kept_ids`)."""
+  keep = np.isin(feats.ids, ids)
+  counts = {"kept_rows": int(keep.sum()), "kept_ids": int(len(np.unique(feats.ids[keep]))),
+            "left_out_rows": int((~keep).sum()),
+            "left_out_ids": int(len(np.unique(feats.ids[~keep])))}
+  return (feats if keep.all() else feats.select(keep)), counts
 
 
 class PermFile:
@@ -59,6 +124,35 @@ class PermFile:
     return entry.astype(np.int64) if entry.size else None
 
 
+def make_perm_cells(counts: Dict[Tuple[int, int], int], num_trials: int = SYSU_TRIALS,
+                    seed: int = 0) -> np.ndarray:
+  """`rand_perm_cam` of the official file for a data set whose (camera, pid) folders
+  hold `counts` images: a 6 x 1 cell array; cell c is a [max pid of camera c, 1] cell
+  array whose entry pid is a [num_trials, n] matrix of 1-based permutations of the n
+  images (uint8 as the official file, uint16 above 255 images), and an empty
+  [num_trials, 0] matrix where the camera has no such identity. Drawn with
+  `numpy.random.default_rng(seed)`, camera by camera, pid by pid."""
+  rng = np.random.default_rng(seed)
+  cells = np.empty((len(layouts.SYSU_CAMERAS), 1), dtype=object)
+  for c, cam in enumerate(layouts.SYSU_CAMERAS):
+    pids = [pid for (cc, pid) in counts if cc == cam]
+    per_pid = np.empty((max(pids, default=0), 1), dtype=object)
+    for pid in range(1, len(per_pid) + 1):
+      n = counts.get((cam, pid), 0)
+      dtype = np.uint8 if n <= np.iinfo(np.uint8).max else np.uint16
+      per_pid[pid - 1, 0] = np.array([rng.permutation(n) + 1 for _ in range(num_trials)],
+                                     dtype).reshape(num_trials, n)
+    cells[c, 0] = per_pid
+  return cells
+
+
+def write_perm_file(path: str, cells: np.ndarray) -> None:
+  """Writes `cells` as `rand_perm_cam` in a MATLAB 5 .mat file (the official file's
+  format), atomically."""
+  files.atomic_write(path, lambda f: scipy_io.savemat(f, {"rand_perm_cam": cells},
+                                                      format="5"), binary=True)
+
+
 def official_test_layout(split_dir: str) -> Tuple[PermFile, np.ndarray]:
   """The official perm file of `split_dir` and the (id, cam, frame) rows [N, 3] of
   the real SYSU-MM01 test set as `test_id.mat` and `rand_perm_cam.mat` describe it
@@ -79,10 +173,11 @@ def sysu_split(feats: features_lib.FeatureSet, mode: str) -> Tuple[np.ndarray, n
   """(query rows, candidate gallery rows) of `feats` for search `mode`."""
   if mode not in SYSU_MODES:
     raise errors.DataError(f"unknown SYSU-MM01 mode {mode!r}; expected all or indoor")
-  query = np.flatnonzero((feats.modality == layouts.IR) &
-                         np.isin(feats.cams, layouts.SYSU_QUERY_CAMERAS))
-  candidates = np.flatnonzero((feats.modality == layouts.RGB) &
-                              np.isin(feats.cams, layouts.SYSU_GALLERY_CAMERAS[mode]))
+  query = gallery_order(feats, np.flatnonzero(
+      (feats.modality == layouts.IR) & np.isin(feats.cams, layouts.SYSU_QUERY_CAMERAS)))
+  candidates = gallery_order(feats, np.flatnonzero(
+      (feats.modality == layouts.RGB) &
+      np.isin(feats.cams, layouts.SYSU_GALLERY_CAMERAS[mode])))
   if not len(query):
     raise errors.DataError("no SYSU-MM01 queries: the features hold no IR images of "
                            "cams 3 or 6")
@@ -92,18 +187,48 @@ def sysu_split(feats: features_lib.FeatureSet, mode: str) -> Tuple[np.ndarray, n
   return query, candidates
 
 
+def _groups(feats: features_lib.FeatureSet, candidates: np.ndarray):
+  """(order, starts, ends): `order` sorts `candidates` by (cam, pid, frame); each
+  [start, end) of it is one (cam, pid) group."""
+  cams, pids, frames = (feats.cams[candidates], feats.ids[candidates],
+                        feats.frames[candidates])
+  order = np.lexsort((frames, pids, cams))
+  key = cams[order] * (np.int64(1) << 32) + pids[order]
+  starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+  return order, starts, np.r_[starts[1:], len(order)]
+
+
+def perm_misfit(feats: features_lib.FeatureSet, candidates: np.ndarray, perm: PermFile,
+                num_trials: int = SYSU_TRIALS) -> Optional[str]:
+  """Why `perm` cannot draw galleries from `candidates` (a (cam, id) it lacks, other
+  frames, too few trials), or None when it fits."""
+  order, starts, ends = _groups(feats, candidates)
+  for start, end in zip(starts, ends):
+    row = candidates[order[start]]
+    cam, pid = int(feats.cams[row]), int(feats.ids[row])
+    where = f"perm file {perm.path} does not fit the features: cam {cam} id {pid}"
+    matrix = perm.get(cam, pid)
+    if matrix is None:
+      return f"{where} has no permutation in the file"
+    group_frames = feats.frames[candidates[order[start:end]]]
+    n = matrix.shape[1]
+    if not np.array_equal(group_frames, np.arange(n)):
+      return (f"{where} has {n} images in the file but the features hold frames "
+              f"{group_frames[:12].tolist()}{'...' if len(group_frames) > 12 else ''} "
+              f"(expected frames 0..{n - 1})")
+    if matrix.shape[0] < num_trials or matrix.min() < 1 or matrix.max() > n:
+      return (f"{where}: the matrix {matrix.shape} is not {num_trials} rows of 1-based "
+              f"indices into {n} images")
+  return None
+
+
 def sysu_galleries(feats: features_lib.FeatureSet, candidates: np.ndarray, shots: int,
                    num_trials: int = SYSU_TRIALS,
                    perm: Optional[PermFile] = None) -> List[np.ndarray]:
   """Per trial, the sorted positions (into `candidates`) of that trial's gallery."""
   if shots not in SYSU_SHOTS:
     raise errors.DataError(f"unknown number of shots {shots}; expected 1 or 10")
-  cams, pids, frames = (feats.cams[candidates], feats.ids[candidates],
-                        feats.frames[candidates])
-  order = np.lexsort((frames, pids, cams))  # groups (cam, pid), frames ascending
-  key = cams[order] * (np.int64(1) << 32) + pids[order]
-  starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-  ends = np.r_[starts[1:], len(order)]
+  order, starts, ends = _groups(feats, candidates)
   group = np.repeat(np.arange(len(starts)), ends - starts)
   rank_in_group = np.arange(len(order)) - starts[group]
   galleries = []
@@ -117,23 +242,13 @@ def sysu_galleries(feats: features_lib.FeatureSet, candidates: np.ndarray, shots
       galleries.append(np.sort(order[picked]))
     return galleries
 
+  misfit = perm_misfit(feats, candidates, perm, num_trials)
+  if misfit:
+    raise errors.DataError(misfit)
   chosen = [[] for _ in range(num_trials)]
-  for start, end in zip(starts, ends):
-    cam, pid = int(cams[order[start]]), int(pids[order[start]])
-    matrix = perm.get(cam, pid)
-    where = f"perm file {perm.path} does not fit the features: cam {cam} id {pid}"
-    if matrix is None:
-      raise errors.DataError(f"{where} has no permutation in the file")
-    group_frames = frames[order[start:end]]
-    n = matrix.shape[1]
-    if not np.array_equal(group_frames, np.arange(n)):
-      raise errors.DataError(f"{where} has {n} images in the file but the features "
-                             f"hold frames {group_frames[:12].tolist()}"
-                             f"{'...' if len(group_frames) > 12 else ''} (expected "
-                             f"frames 0..{n - 1})")
-    if matrix.shape[0] < num_trials or matrix.min() < 1 or matrix.max() > n:
-      raise errors.DataError(f"{where}: the matrix {matrix.shape} is not {num_trials} "
-                             f"rows of 1-based indices into {n} images")
+  for start in starts:
+    row = candidates[order[start]]
+    matrix = perm.get(int(feats.cams[row]), int(feats.ids[row]))
     for trial in range(num_trials):
       chosen[trial].append(order[start + matrix[trial, :shots] - 1])
   return [np.sort(np.concatenate(c)) for c in chosen]
@@ -167,8 +282,8 @@ def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
   if direction not in REGDB_DIRECTIONS:
     raise errors.DataError(f"unknown RegDB direction {direction!r}; expected v2t or t2v")
   query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
-  query = np.flatnonzero(feats.modality == query_modality)
-  gallery = np.flatnonzero(feats.modality == gallery_modality)
+  query = gallery_order(feats, np.flatnonzero(feats.modality == query_modality))
+  gallery = gallery_order(feats, np.flatnonzero(feats.modality == gallery_modality))
   if not len(query) or not len(gallery):
     raise errors.DataError(f"RegDB {direction} needs both visible and thermal images; "
                            f"the features hold {len(query)} query and {len(gallery)} "

@@ -142,11 +142,12 @@ def final_evaluation(embed, test_table: table_lib.ImageTable,
   path = os.path.join(out_dir, "features.npz")
   features_lib.save(path, feats)
   eval_cfg = config_lib.EvalConfig(features=(path,), protocol=cfg.data.dataset)
-  report = report_lib.evaluate_features([feats], eval_cfg)
+  split_ids = np.unique(feats.ids)
+  report = report_lib.evaluate_features([feats], eval_cfg, split_ids)
   rng = np.random.default_rng(cfg.data.seed)
   random_report = report_lib.evaluate_features([dataclasses.replace(
       feats, features=rng.standard_normal(feats.features.shape).astype(np.float32))],
-                                               eval_cfg)
+                                               eval_cfg, split_ids)
   report["random_baseline"] = random_report["settings"]
   report["experiment"] = config_lib.to_dict(cfg)
   table = (report_lib.format_table(report) + "\nrandom ranking, same protocol:\n" +
