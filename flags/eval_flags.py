@@ -51,8 +51,22 @@ def define_eval_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
   flags.DEFINE_integer("max_rank", 20, "Length of the CMC curve.",
                        flag_values=flag_values)
+  define_rerank_flags(flag_values)
   flags.DEFINE_string("output_json", "", "Also write the report here (JSON).",
                       flag_values=flag_values)
+
+
+def define_rerank_flags(flag_values=flags.FLAGS):
+  """k-reciprocal re-ranking's flags (evaluate and search)."""
+  flags.DEFINE_boolean("rerank", False, "Re-rank with k-reciprocal encoding (Zhong et "
+                       "al., CVPR 2017) before the metrics.", flag_values=flag_values)
+  flags.DEFINE_integer("rerank_k1", 20, "Re-ranking's k1: the k-reciprocal "
+                       "neighbourhood.", flag_values=flag_values)
+  flags.DEFINE_integer("rerank_k2", 6, "Re-ranking's k2: the local query expansion.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("rerank_lambda", 0.3, "Re-ranking's lambda: the weight of the "
+                     "original distance beside the Jaccard distance.",
+                     flag_values=flag_values)
 
 
 def eval_config_from_flags(flag_values=flags.FLAGS) -> config_lib.EvalConfig:

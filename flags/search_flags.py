@@ -3,6 +3,7 @@
 from absl import flags
 
 from flags import common
+from flags import eval_flags
 from jsia_tf import config as config_lib
 
 
@@ -22,6 +23,7 @@ def define_search_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
   flags.DEFINE_integer("batch_size", 64, "Images per embedding batch.",
                        flag_values=flag_values)
+  eval_flags.define_rerank_flags(flag_values)
 
 
 def search_config_from_flags(flag_values=flags.FLAGS) -> config_lib.SearchConfig:

@@ -9,8 +9,8 @@ from jsia_tf.data import synthetic
 def define_synthetic_flags(flag_values=flags.FLAGS):
   """Defines the generator's flags; defaults come from `SyntheticConfig`."""
   d = synthetic.SyntheticConfig.__dataclass_fields__
-  flags.DEFINE_enum("layout", d["layout"].default, ["sysu", "regdb"],
-                    "On-disk layout to write: SYSU-MM01 or RegDB.",
+  flags.DEFINE_enum("layout", d["layout"].default, ["sysu", "regdb", "llcm"],
+                    "On-disk layout to write: SYSU-MM01, RegDB or LLCM.",
                     flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "Directory to write the data set into.",
                       flag_values=flag_values)
@@ -20,13 +20,13 @@ def define_synthetic_flags(flag_values=flags.FLAGS):
                        "Seed; the data set is a pure function of the flags.",
                        flag_values=flag_values)
   flags.DEFINE_integer("min_images", d["min_images"].default,
-                       "SYSU layout: fewest images per (camera, identity).",
+                       "SYSU and LLCM layouts: fewest images per (camera, identity).",
                        flag_values=flag_values)
   flags.DEFINE_integer("max_images", d["max_images"].default,
-                       "SYSU layout: most images per (camera, identity).",
+                       "SYSU and LLCM layouts: most images per (camera, identity).",
                        flag_values=flag_values)
   flags.DEFINE_integer("image_height", d["image_height"].default,
-                       "SYSU layout: mean crop height in pixels (crops vary about "
+                       "SYSU and LLCM layouts: mean crop height in pixels (crops vary about "
                        "+-12% in height, width 0.42-0.55 of height).",
                        flag_values=flag_values)
   flags.DEFINE_bool("like_sysu_test", d["like_sysu_test"].default,

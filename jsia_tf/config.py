@@ -14,7 +14,7 @@ from typing import Any, Mapping, Tuple
 from jsia_tf import errors
 from jsia_tf import files
 
-DATASETS = ("sysu", "regdb")
+DATASETS = ("sysu", "regdb", "llcm")
 SYNTHETIC_LAYOUTS = DATASETS
 REGDB_TRIALS = tuple(range(1, 11))
 LR_PAIRS = ("generated", "unpaired")
@@ -161,11 +161,35 @@ def load(cls, path: str):
   return from_dict(cls, values, source=path)
 
 
-EVAL_PROTOCOLS = ("sysu", "regdb")
+EVAL_PROTOCOLS = DATASETS
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
+class RerankOptions:
+  """k-reciprocal re-ranking (Zhong et al., CVPR 2017) of `evaluate` and `search`:
+  off, or on with its k1, k2 and lambda (the paper's 20, 6, 0.3 by default)."""
+
+  rerank: bool = False
+  rerank_k1: int = 20
+  rerank_k2: int = 6
+  rerank_lambda: float = 0.3
+
+  def check_rerank(self):
+    """Raises `ConfigError` naming the flag of a parameter out of range."""
+    require(self.rerank_k1 >= 1, "rerank_k1", self.rerank_k1, "an integer >= 1")
+    require(1 <= self.rerank_k2 <= self.rerank_k1 + 1, "rerank_k2", self.rerank_k2,
+            f"an integer in 1..k1 + 1 ({self.rerank_k1 + 1})")
+    require(0.0 <= self.rerank_lambda <= 1.0, "rerank_lambda", self.rerank_lambda,
+            "a number in [0, 1]")
+
+  @property
+  def rerank_params(self):
+    """(k1, k2, lambda), or None without `rerank`."""
+    return (self.rerank_k1, self.rerank_k2, self.rerank_lambda) if self.rerank else None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(RerankOptions):
   """What `python -m jsia_tf.evaluate` evaluates and how.
 
   Empty `mode` / `direction` and `shots=0` mean "every setting". The features come
@@ -201,7 +225,8 @@ class EvalConfig:
     require(not (self.features and (self.data_dir or self.output_features)), "data_dir",
             self.data_dir or self.output_features,
             "no --data_dir or --output_features with --features (they are for a model)")
-    require(self.protocol in EVAL_PROTOCOLS, "protocol", self.protocol, "sysu or regdb")
+    require(self.protocol in EVAL_PROTOCOLS, "protocol", self.protocol,
+            ", ".join(EVAL_PROTOCOLS))
     require(self.mode in ("", "all", "indoor"), "mode", self.mode, "all or indoor")
     require(self.shots in (0, 1, 10), "shots", self.shots, "1 or 10")
     require(self.distance in ("cosine", "euclidean"), "distance", self.distance,
@@ -212,10 +237,10 @@ class EvalConfig:
             "an integer in 1..10")
     require(self.max_rank >= 20, "max_rank", self.max_rank,
             "an integer >= 20 (R20 is reported)")
-    if self.protocol == "sysu" and self.features:
+    if self.protocol in ("sysu", "llcm") and self.features:
       require(len(self.features) == 1, "features", ",".join(self.features),
-              "one file for SYSU-MM01 (its 10 trials are gallery draws); several "
-              "files, one per trained trial, are for RegDB")
+              f"one file for {self.protocol} (its 10 trials are gallery draws); "
+              f"several files, one per trained trial, are for RegDB")
     if self.protocol == "sysu":
       require(not self.direction, "direction", self.direction,
               "no --direction with --protocol=sysu")
@@ -224,7 +249,7 @@ class EvalConfig:
     else:
       require(not (self.mode or self.shots or self.perm_file != "auto"), "mode",
               self.mode or self.shots or self.perm_file,
-              "no --mode, --shots or --perm_file with --protocol=regdb")
+              f"no --mode, --shots or --perm_file with --protocol={self.protocol}")
       require(len(self.test_ids) in (0, 1, max(1, len(self.features))), "test_ids",
               ",".join(self.test_ids), "one id list per features file (each trial's "
               "idx/test_visible_<trial>.txt), one for every file, or all")
@@ -232,6 +257,7 @@ class EvalConfig:
             ",".join(self.test_ids), "all alone, or id lists")
     require(bool(self.perm_file), "perm_file", self.perm_file,
             "auto, official, seeded or a rand_perm_cam.mat path")
+    self.check_rerank()
 
 
 BACKBONES = ("torchvision_resnet50", "keras_resnet50", "small")
@@ -529,7 +555,7 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(RerankOptions):
   """What `python -m jsia_tf.search` ranks: each image of `query` (a file or a
   folder) against the images under `gallery`, with the export `saved_model`."""
 
@@ -545,6 +571,7 @@ class SearchConfig:
       require(bool(getattr(self, name)), name, getattr(self, name), "a path")
     require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
     require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+    self.check_rerank()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from jsia_tf.training import loop
 
 FLAGS = flags.FLAGS
 # Training identities when no data set is read (dry run): the real sets' numbers.
-NUM_TRAIN_IDS = {"sysu": 395, "regdb": 206}
+NUM_TRAIN_IDS = {"sysu": 395, "regdb": 206, "llcm": 713}
 
 
 def main(argv):

@@ -61,6 +61,13 @@ def regdb_dir(tmp_path_factory):
                    num_ids=6, seed=4)
 
 
+@pytest.fixture(scope="session")
+def llcm_dir(tmp_path_factory):
+  """A read-only tiny LLCM-layout set: 12 ids (4 test), 2-4 images per camera mode."""
+  return _generate(tmp_path_factory.mktemp("gen") / "llcm", layout="llcm",
+                   num_ids=12, min_images=2, max_images=4, image_height=64, seed=5)
+
+
 @pytest.fixture
 def sysu_copy(sysu_dir, tmp_path):
   """A private copy of the tiny SYSU set that a test may damage."""

@@ -11,6 +11,8 @@ def reference_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol, max_rank=
     order = list(np.argsort(distmat[q], kind="stable"))  # ties: gallery order
     if protocol == "sysu" and q_cams[q] == 3:
       order = [g for g in order if g_cams[g] != 2]  # cam-3 queries never see cam 2
+    if protocol == "llcm":  # the query's identity in the query's camera is removed
+      order = [g for g in order if not (g_ids[g] == q_ids[q] and g_cams[g] == q_cams[q])]
     matches = [g_ids[g] == q_ids[q] for g in order]
     if not any(matches):
       skipped += 1
@@ -18,7 +20,7 @@ def reference_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol, max_rank=
     hit_ranks = [i + 1 for i, m in enumerate(matches) if m]
     aps.append(np.mean([(k + 1) / r for k, r in enumerate(hit_ranks)]))
     inps.append(len(hit_ranks) / hit_ranks[-1])
-    if protocol == "sysu":
+    if protocol in ("sysu", "llcm"):
       distinct = []
       for g in order:
         if g_ids[g] not in distinct:

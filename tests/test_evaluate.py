@@ -109,6 +109,18 @@ def test_cli_table_and_json(features_file, sysu_dir, tmp_path):
   assert "indoor-search multi-shot" in one.stdout and "all-search" not in one.stdout
 
 
+def test_cli_rerank(features_file, tmp_path):
+  out = str(tmp_path / "r.json")
+  result = _run(f"--features={features_file}", "--test_ids=all", "--num_trials=2",
+                "--rerank", "--rerank_k1=6", "--rerank_k2=3", f"--output_json={out}")
+  assert result.returncode == 0, result.stderr
+  assert "k-reciprocal re-ranking k1=6 k2=3 lambda=0.3" in result.stdout
+  with open(out) as f:
+    assert json.load(f)["rerank"] == {"k1": 6, "k2": 3, "lambda": 0.3}
+  bad = _run(f"--features={features_file}", "--rerank", "--rerank_k2=9", "--rerank_k1=6")
+  assert bad.returncode == 2 and "--rerank_k2=9 is invalid" in bad.stderr
+
+
 def test_cli_from_features_does_not_import_tensorflow(features_file):
   """Evaluating a features file is numpy work: TensorFlow's import would cost more
   than the evaluation."""

@@ -309,3 +309,59 @@ def test_perm_cells_have_the_official_nesting(tmp_path):
   assert not np.array_equal(perm.get(3, 2)[0], perm.get(3, 2)[1])
   again = protocols.make_perm_cells(counts, num_trials=10, seed=4)
   np.testing.assert_array_equal(again[2, 0][1, 0], perm.get(3, 2))
+
+
+def _their_llcm_gallery(root, modality_folder, trial):
+  """The gallery paths of the LLCM authors' `process_gallery_llcm`, written out:
+  random.seed(trial); for each test id (as %04d, sorted), for each camera folder in
+  order, if it exists: random.choice of its sorted files."""
+  import os  # pylint: disable=import-outside-toplevel
+  import random  # pylint: disable=import-outside-toplevel
+  random.seed(trial)
+  with open(os.path.join(root, "idx/test_id.txt")) as f:
+    ids = ["%04d" % int(y) for y in f.read().splitlines()[0].split(",")]
+  cameras = [f"{modality_folder}/cam{c}" for c in range(1, 10)]
+  picked = []
+  for pid in sorted(ids):
+    for cam in cameras:
+      folder = os.path.join(root, cam, pid)
+      if os.path.isdir(folder):
+        picked.append(random.choice(sorted(folder + "/" + n for n in os.listdir(folder))))
+  return picked
+
+
+def test_llcm_galleries_are_the_authors_draws_and_metrics_the_loop(llcm_dir):
+  records = readers.read_llcm(llcm_dir, "test")
+  feats = _features([(r.pid, r.camera, r.frame) for r in records],
+                    modality=[r.modality for r in records], dim=4, seed=7)
+  feats.paths = np.array([r.path for r in records])
+  for direction, folder in (("t2v", "test_vis"), ("v2t", "test_nir")):
+    gallery_modality = protocols.REGDB_DIRECTIONS[direction][1]
+    galleries = protocols.llcm_galleries(
+        feats, np.flatnonzero(feats.modality == gallery_modality), 10)
+    for trial in (0, 1, 9):
+      assert sorted(feats.paths[galleries[trial]]) == sorted(
+          _their_llcm_gallery(llcm_dir, folder, trial))
+    results = protocols.evaluate_llcm(feats, direction, num_trials=3)
+    query = np.flatnonzero(feats.modality != gallery_modality)
+    assert len(query) == sum(r.modality != gallery_modality for r in records)
+    for trial, result in enumerate(results):
+      g = galleries[trial]
+      d = features_lib.distance_matrix(feats.features[query], feats.features[g], "cosine")
+      cmc, m_ap, m_inp, nq, ns = reference_ranking(
+          d, feats.ids[query], feats.ids[g], feats.cams[query], feats.cams[g], "llcm")
+      np.testing.assert_allclose(result.cmc, cmc, atol=1e-12)
+      assert abs(result.mAP - m_ap) < 1e-12 and abs(result.mINP - m_inp) < 1e-12
+      assert (result.num_queries, result.num_skipped) == (nq, ns)
+  # The same identity in the same camera (its other mode) is never a match.
+  same = features_lib.FeatureSet(features=[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                                 ids=[5, 5, 6], cams=[2, 2, 4], frames=[0, 0, 0],
+                                 modality=[1, 0, 0])
+  with pytest.raises(errors.DataError, match="no query has a true match"):
+    protocols.evaluate_llcm(same, "t2v", num_trials=1)
+  # All of id 5: the far image of camera 4 is the only match left, at rank 1 of 1.
+  same = features_lib.FeatureSet(features=[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                                 ids=[5, 5, 5], cams=[2, 2, 4], frames=[0, 0, 0],
+                                 modality=[1, 0, 0])
+  result = protocols.evaluate_llcm(same, "t2v", num_trials=1)[0]
+  assert result.gallery_size == 2 and result.mAP == 1.0  # only the cam-4 image counts

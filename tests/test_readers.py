@@ -1,4 +1,4 @@
-"""The SYSU-MM01 and RegDB readers on generated data, and their bad-input errors."""
+"""The SYSU-MM01, RegDB and LLCM readers on generated data, and their bad-input errors."""
 
 import os
 import shutil
@@ -139,3 +139,41 @@ def test_regdb_contradicting_labels(regdb_copy):
     f.write("\n".join(lines) + "\n")
   with pytest.raises(errors.DataError, match="line 2: label .* contradicts"):
     readers.read_regdb(regdb_copy, "train", 1)
+
+
+def test_llcm_records(llcm_dir):
+  train = readers.read_llcm(llcm_dir, "train")
+  test = readers.read_llcm(llcm_dir, "test")
+  with open(os.path.join(llcm_dir, "idx", "test_id.txt")) as f:
+    test_ids = {int(t) for t in f.read().strip().split(",")}
+  assert {r.pid for r in test} == test_ids and not {r.pid for r in train} & test_ids
+  for records in (train, test):
+    assert {r.modality for r in records} == {layouts.RGB, layouts.IR}
+    for r in records:
+      assert f"/cam{r.camera}/{r.pid:04d}/" in r.path
+      assert r.path.split("/")[-4].endswith("_nir" if r.modality else "_vis")
+      folder = os.path.dirname(r.path)
+      assert sorted(os.listdir(folder)).index(os.path.basename(r.path)) == r.frame
+  assert 3 not in {r.camera for r in test if r.modality == layouts.IR}
+  with open(os.path.join(llcm_dir, "idx", "train_nir.txt")) as f:
+    assert len(f.read().splitlines()) == sum(r.modality == layouts.IR for r in train)
+  assert readers.read_dataset("llcm", llcm_dir, "test") == test
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("idx/train_vis.txt", "train_vis/cam1/0001/x.jpg\n",
+     r"train_vis.txt line 1 is malformed: 'train_vis/cam1/0001/x.jpg'"),
+    ("idx/train_nir.txt", "nir/0001/a.jpg 1\n", r"train_nir.txt line 1: image .*nir/0001/a.jpg "
+     r"does not exist"),
+    ("idx/train_vis.txt", "", r"train_vis.txt lists no images"),
+    ("idx/test_id.txt", "1,x,3\n", r"test_id.txt is malformed: 'x'"),
+])
+def test_llcm_bad_files(llcm_dir, tmp_path, name, content, message):
+  root = shutil.copytree(llcm_dir, tmp_path / "llcm")
+  (root / name).write_text(content)
+  split = "test" if "test_id" in name else "train"
+  with pytest.raises(errors.DataError, match=message):
+    readers.read_llcm(str(root), split)
+  shutil.rmtree(root / "test_nir")
+  with pytest.raises(errors.DataError, match="is not the LLCM layout: missing test_nir"):
+    readers.read_llcm(str(root), "test")

@@ -17,6 +17,7 @@ from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import pipeline
 from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import rerank
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
 from jsia_tf.serving import search
@@ -192,6 +193,20 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   # A rerun reuses the cached gallery; a changed gallery file is re-embedded.
   again = run_python(*args)
   assert again.returncode == 0 and "from the cache" in again.stdout, again.stderr
+  # Re-ranked: the same lists as k-reciprocal re-ranking of the same features.
+  reranked = run_python(*args[:-2], f"--output={tmp_path}/rr", "--top_k=5", "--rerank",
+                        "--rerank_k1=4", "--rerank_k2=2")
+  assert reranked.returncode == 0, reranked.stderr
+  rr = json.load(open(tmp_path / "rr" / "rankings.json"))
+  assert rr["rerank"] == {"k1": 4, "k2": 2, "lambda": 0.3}
+  query_feats = np.stack([np.asarray(served.embed_bytes([open(q["query"], "rb").read()]))[0]
+                          for q in rr["queries"]])
+  _, d = rerank.re_rank_features(query_feats, gallery_feats.features, "cosine", 4, 2, 0.3)
+  shown_paths = [search.shown(p) for p in gallery_feats.paths]
+  for i, q in enumerate(rr["queries"]):
+    expected = [shown_paths[j] for j in np.argsort(d[i], kind="stable")[:5]]
+    assert [r["path"] for r in q["results"]] == expected
+    assert q["results"][0]["score"] == pytest.approx(1 - np.sort(d[i])[0], abs=1e-5)
   files = [f for f in search.list_images(str(gallery), "gallery") if "broken" not in f]
   shutil.copy(files[-1], files[0])
   changed = run_python(*args)
@@ -202,6 +217,9 @@ def test_labels_from_folders_and_stable_ranking(tmp_path):
   assert search.labels("/d/cam3/0007/0001.jpg") == {"id": 7, "camera": 3, "modality": 1}
   assert search.labels("/d/Thermal/12/a.bmp") == {"id": 12, "camera": 2, "modality": 1}
   assert search.labels("/d/Visible/12/a.bmp")["modality"] == 0
+  assert search.labels("/d/test_nir/cam1/0007/a.jpg") == {"id": 7, "camera": 1,
+                                                           "modality": 1}
+  assert search.labels("/d/train_vis/cam3/0007/a.jpg")["modality"] == 0
   assert search.labels("/home/me/photo.png") == {"id": -1, "camera": 0, "modality": 0}
   gallery = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
   order, scores = search.rank(np.array([[1.0, 0.0]]), gallery, 3)

@@ -105,11 +105,12 @@ def test_regdb_layout(regdb_dir):
     assert not pids["train"] & pids["test"]
 
 
-def test_deterministic_from_seed(tmp_path):
+@pytest.mark.parametrize("layout", ["sysu", "llcm"])
+def test_deterministic_from_seed(tmp_path, layout):
   def make(name, seed):
     cfg = synthetic.SyntheticConfig(output_dir=str(tmp_path / name), num_ids=4,
                                     min_images=1, max_images=2, image_height=48,
-                                    seed=seed, num_workers=1)
+                                    seed=seed, num_workers=1, layout=layout)
     synthetic.generate(cfg, log=lambda _: None)
     return _digest(str(tmp_path / name))
 
@@ -117,7 +118,7 @@ def test_deterministic_from_seed(tmp_path):
   # Two worker processes render in another order but write the same bytes.
   cfg = synthetic.SyntheticConfig(output_dir=str(tmp_path / "b"), num_ids=4,
                                   min_images=1, max_images=2, image_height=48, seed=7,
-                                  num_workers=2)
+                                  num_workers=2, layout=layout)
   synthetic.generate(cfg, log=lambda _: None)
   assert _digest(str(tmp_path / "b")) == a
   assert make("c", 8) != a

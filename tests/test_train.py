@@ -558,3 +558,35 @@ def test_a_resnet50_trunk_from_random_weights_on_purpose_trains(sysu_dir, tmp_pa
                     "--eval_every=0", "--image_every=0", f"--workdir={tmp_path}/w")
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "[joint] step 2/2" in proc.stdout
+
+
+def test_llcm_trains_evaluates_exports_and_searches(llcm_dir, tmp_path):
+  """--dataset=llcm end to end, as a user runs it: train, evaluate the checkpoint,
+  export, evaluate the export (the same numbers), search with the export."""
+  run = str(tmp_path / "run")
+  trained = _train_cli("--dataset=llcm", f"--data_dir={llcm_dir}", f"--workdir={run}",
+                       "--batch_p=4", "--batch_k=2", "--warmup_steps=1", "--joint_steps=2",
+                       "--image_every=0", "--eval_every=0")
+  assert trained.returncode == 0, trained.stderr
+  assert "infrared->visible" in trained.stdout and "visible->infrared" in trained.stdout
+  with open(os.path.join(run, "eval", "report.json")) as f:
+    report = json.load(f)
+  assert report["protocol"] == "llcm"
+  assert report["settings"]["infrared->visible"]["num_trials"] == 10
+  table = lambda out: [l for l in out.splitlines() if "->" in l]  # pylint: disable=unnecessary-lambda-assignment
+  evaluated = run_python("-m", "jsia_tf.evaluate", f"--checkpoint={run}", "--protocol=llcm")
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert table(evaluated.stdout) == table(trained.stdout.split("random ranking")[0])
+  exported = run_python("-m", "jsia_tf.export", f"--workdir={run}")
+  assert exported.returncode == 0, exported.stderr
+  served = run_python("-m", "jsia_tf.evaluate", f"--saved_model={run}/export",
+                      "--protocol=llcm")
+  assert served.returncode == 0, served.stderr
+  assert table(served.stdout) == table(evaluated.stdout)
+  searched = run_python("-m", "jsia_tf.search", f"--saved_model={run}/export",
+                        f"--query={llcm_dir}/test_nir", f"--gallery={llcm_dir}/test_vis",
+                        f"--output={tmp_path}/search", "--top_k=3")
+  assert searched.returncode == 0, searched.stderr
+  with open(tmp_path / "search" / "rankings.json") as f:
+    rankings = json.load(f)
+  assert all(q["id"] > 0 and len(q["results"]) == 3 for q in rankings["queries"])

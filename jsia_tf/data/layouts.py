@@ -1,9 +1,14 @@
-"""Facts of the on-disk layouts of SYSU-MM01 and RegDB, shared by writer and readers.
+"""Facts of the on-disk layouts of SYSU-MM01, RegDB and LLCM, shared by writer and
+readers.
 
 SYSU-MM01: `root/cam{1..6}/{pid:04d}/{n:04d}.jpg` and `root/exp/{split}_id.txt` (one
 line of comma-separated ids). RegDB: `root/Visible/<id>/*.bmp`,
 `root/Thermal/<id>/*.bmp` and `root/idx/{train,test}_{visible,thermal}_{trial}.txt`
-with lines `relative/path label`.
+with lines `relative/path label`. LLCM (Zhang et al., CVPR 2023): training images
+listed by `root/idx/train_vis.txt` and `root/idx/train_nir.txt` (lines
+`relative/path label`), test images in `root/test_vis/cam{C}/{pid:04d}/` and
+`root/test_nir/cam{C}/{pid:04d}/` for the ids of `root/idx/test_id.txt` (one line of
+comma-separated ids).
 """
 
 RGB = 0
@@ -27,6 +32,13 @@ REGDB_THERMAL_CAMERA = 2
 REGDB_FOLDERS = {RGB: "Visible", IR: "Thermal"}
 REGDB_IDX_NAMES = {RGB: "visible", IR: "thermal"}
 REGDB_NUM_TRIALS = 10
+
+# LLCM: nine cameras, each with a visible and a near-infrared mode; the test set's
+# NIR images come from every camera but cam 3.
+LLCM_CAMERAS = tuple(range(1, 10))
+LLCM_TEST_FOLDERS = {RGB: "test_vis", IR: "test_nir"}
+LLCM_TRAIN_LISTS = {RGB: "idx/train_vis.txt", IR: "idx/train_nir.txt"}
+LLCM_TEST_IDS = "idx/test_id.txt"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 

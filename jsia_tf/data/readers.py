@@ -1,4 +1,4 @@
-"""Readers of the real SYSU-MM01 and RegDB layouts into lists of `ImageRecord`.
+"""Readers of the real SYSU-MM01, RegDB and LLCM layouts into lists of `ImageRecord`.
 
 A record's `frame` is its index among the images of its (camera, identity) folder in
 sorted file-name order; this is what the official `rand_perm_cam.mat` indexes (there
@@ -224,12 +224,113 @@ def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
   return records
 
 
+# ---------------------------------------------------------------------------------
+# LLCM
+
+
+def check_llcm_layout(root: str) -> None:
+  """Raises `DataError` unless `root` looks like LLCM (idx/, test_vis/, test_nir/)."""
+  _require_dir(root, "data_dir")
+  expected = ["idx"] + list(layouts.LLCM_TEST_FOLDERS.values())
+  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
+  if missing:
+    raise errors.DataError(
+        f"data_dir {root} is not the LLCM layout: missing {', '.join(missing)} "
+        f"(expected idx/train_vis.txt, idx/train_nir.txt, idx/test_id.txt, "
+        f"test_vis/cam<C>/<pid:04d>/ and test_nir/cam<C>/<pid:04d>/)")
+
+
+def _camera_of(rel: str) -> int:
+  """The camera of an LLCM path: its `cam<C>` folder; 0 when it has none."""
+  for part in rel.replace("\\", "/").split("/"):
+    if part.startswith("cam") and part[3:].isdigit():
+      return int(part[3:])
+  return 0
+
+
+def read_llcm_test_ids(root: str) -> List[int]:
+  """The ids of LLCM's `idx/test_id.txt` (comma-separated, as its authors' code)."""
+  path = os.path.join(root, layouts.LLCM_TEST_IDS)
+  if not os.path.isfile(path):
+    raise errors.DataError(f"LLCM test id file {path} is missing (expected one line "
+                           f"of comma-separated person ids)")
+  with open(path) as f:
+    tokens = [t.strip() for t in f.read().replace("\n", ",").split(",") if t.strip()]
+  bad = [t for t in tokens if not t.isdigit()]
+  if bad or not tokens:
+    raise errors.DataError(f"LLCM test id file {path} is malformed: "
+                           f"{bad[0] if bad else 'no ids'!r} (expected one line of "
+                           f"comma-separated non-negative integers)")
+  return sorted({int(t) for t in tokens})
+
+
+def read_llcm(root: str, split: str) -> List[ImageRecord]:
+  """Records of LLCM's `split`. "train": the images of `idx/train_vis.txt` and
+  `idx/train_nir.txt`, whose label is the person id and whose `cam<C>` folder (if
+  any) the camera; "test": every image of `test_vis/` and `test_nir/` of the ids of
+  `idx/test_id.txt`. Sorted by (modality, camera, pid, frame)."""
+  if split not in ("train", "test"):
+    raise errors.DataError(f"unknown LLCM split {split!r}; expected train or test")
+  root = os.path.abspath(root)
+  check_llcm_layout(root)
+  records = []
+  if split == "test":
+    ids = read_llcm_test_ids(root)
+    for modality, folder_name in layouts.LLCM_TEST_FOLDERS.items():
+      for camera in layouts.LLCM_CAMERAS:
+        for pid in ids:
+          folder = os.path.join(root, folder_name, f"cam{camera}", f"{pid:04d}")
+          if os.path.isdir(folder):
+            records += [ImageRecord(os.path.join(folder, name), pid, camera, modality,
+                                    frame)
+                        for frame, name in enumerate(list_images(folder))]
+    found = {r.pid for r in records}
+    if not found:
+      raise errors.DataError(f"no LLCM test images of the ids of "
+                             f"{root}/{layouts.LLCM_TEST_IDS} in {root}/test_vis or "
+                             f"{root}/test_nir (expected cam<C>/<pid:04d>/ folders)")
+  else:
+    frames_cache = {}
+    for modality, list_name in layouts.LLCM_TRAIN_LISTS.items():
+      path = os.path.join(root, list_name)
+      if not os.path.isfile(path):
+        raise errors.DataError(f"LLCM list file {path} is missing (expected lines "
+                               f"'<relative/path> <label>')")
+      with open(path) as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+      if not lines:
+        raise errors.DataError(f"LLCM list file {path} lists no images")
+      for number, line in lines:
+        parts = line.split()
+        where = f"LLCM list file {path} line {number}"
+        if len(parts) != 2 or not parts[1].isdigit():
+          raise errors.DataError(f"{where} is malformed: {line!r} (expected "
+                                 f"'<relative/path> <non-negative integer label>')")
+        image = os.path.join(root, parts[0])
+        if not os.path.isfile(image):
+          raise errors.DataError(f"{where}: image {image} does not exist")
+        folder, name = os.path.split(image)
+        if folder not in frames_cache:
+          frames_cache[folder] = {n: i for i, n in enumerate(list_images(folder))}
+        frame = frames_cache[folder].get(name)
+        if frame is None:
+          raise errors.DataError(f"{where}: {image} does not have an image extension "
+                                 f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
+        records.append(ImageRecord(image, int(parts[1]), _camera_of(parts[0]), modality,
+                                   frame))
+  records.sort(key=lambda r: (r.modality, r.camera, r.pid, r.frame))
+  return records
+
+
 def read_dataset(dataset: str, root: str, split: str, trial: int = 1):
-  """Records of `split` of `dataset` ("sysu" or "regdb"; `trial` for RegDB)."""
+  """Records of `split` of `dataset` ("sysu", "regdb" or "llcm"; `trial` for
+  RegDB)."""
   # os.path.abspath("") is the working directory: refuse it rather than read it.
   config_lib.require(bool(root), "data_dir", root, "the data set's root directory")
   if dataset == "sysu":
     return read_sysu(root, split)
   if dataset == "regdb":
     return read_regdb(root, split, trial)
-  raise errors.DataError(f"unknown dataset {dataset!r}; expected sysu or regdb")
+  if dataset == "llcm":
+    return read_llcm(root, split)
+  raise errors.DataError(f"unknown dataset {dataset!r}; expected sysu, regdb or llcm")

@@ -76,7 +76,7 @@ class SyntheticConfig:
 
   def __post_init__(self):
     config_lib.require(self.layout in config_lib.SYNTHETIC_LAYOUTS, "layout",
-                       self.layout, "sysu or regdb")
+                       self.layout, ", ".join(config_lib.SYNTHETIC_LAYOUTS))
     config_lib.require(bool(self.output_dir), "output_dir", self.output_dir,
                        "a directory to write the data set into")
     # The SYSU split needs at least one id in each of train, val and test; RegDB
@@ -446,6 +446,8 @@ def _cameras(layout, seed):
   if key not in _CAMERAS_CACHE:
     if layout == "sysu":
       _CAMERAS_CACHE[key] = _sysu_cameras(seed)
+    elif layout == "llcm":
+      _CAMERAS_CACHE[key] = _llcm_cameras(seed)
     else:
       _CAMERAS_CACHE[key] = {
           layouts.REGDB_VISIBLE_CAMERA: make_camera(
@@ -463,7 +465,7 @@ def _render_folder(job) -> int:
   rng = np.random.default_rng([seed, 2, cam, pid])
   os.makedirs(folder, exist_ok=True)
   for name in names[:count]:
-    if layout == "sysu":
+    if layout != "regdb":
       h, w = _crop_size(rng, mean_height)
       fmt = "JPEG"
     else:
@@ -514,6 +516,71 @@ def _write_regdb(cfg: SyntheticConfig, root: str) -> List:
           for m in layouts.REGDB_FOLDERS for pid in ids]
 
 
+def _llcm_cameras(seed):
+  """LLCM's nine cameras, each in its visible and its near-infrared mode (keyed
+  `_llcm_key`); cameras 5 to 9 outdoor."""
+  return {_llcm_key(m, c): make_camera(_llcm_key(m, c), m, c >= 5, False, seed)
+          for m in (layouts.RGB, layouts.IR) for c in layouts.LLCM_CAMERAS}
+
+
+def _llcm_key(modality: int, camera: int) -> int:
+  """One camera mode's key: one number per (modality, camera)."""
+  return 10 * modality + camera
+
+
+def llcm_plan(cfg: SyntheticConfig) -> Tuple[Dict[str, List[int]], List[Tuple]]:
+  """The LLCM-layout plan: the train / test ids (a third for test, as the real
+  set's 351 of 1,064) and the (split, modality, camera, pid, num_images) folders.
+  Every identity is seen by at least one visible and one infrared camera mode; the
+  test set's infrared images come from every camera but cam 3, as the real set's."""
+  rng = np.random.default_rng([cfg.seed, 5])
+  order = rng.permutation(np.arange(1, cfg.num_ids + 1))
+  n_test = max(1, int(round(cfg.num_ids / 3)))
+  splits = {"test": sorted(order[:n_test].tolist()),
+            "train": sorted(order[n_test:].tolist())}
+  folders = []
+  for split, ids in splits.items():
+    for pid in ids:
+      for modality in (layouts.RGB, layouts.IR):
+        cams = [c for c in layouts.LLCM_CAMERAS
+                if not (split == "test" and modality == layouts.IR and c == 3)]
+        chosen = [c for c in cams if rng.random() < 0.4] or [int(rng.choice(cams))]
+        for cam in chosen:
+          folders.append((split, modality, cam, pid,
+                          int(rng.integers(cfg.min_images, cfg.max_images + 1))))
+  return splits, sorted(folders)
+
+
+def _llcm_name(pid: int, cam: int, k: int) -> str:
+  return f"{pid:04d}_c{cam:02d}_{k:04d}.jpg"
+
+
+def _write_llcm(cfg: SyntheticConfig, root: str) -> List:
+  splits, folders = llcm_plan(cfg)
+  os.makedirs(os.path.join(root, "idx"))
+  with open(os.path.join(root, layouts.LLCM_TEST_IDS), "w") as f:
+    f.write(",".join(str(i) for i in splits["test"]) + "\n")
+  folder_names = {("train", m): f"train_{'vis' if m == layouts.RGB else 'nir'}"
+                  for m in (layouts.RGB, layouts.IR)}
+  folder_names.update({("test", m): name for m, name in layouts.LLCM_TEST_FOLDERS.items()})
+  lists = {m: [] for m in layouts.LLCM_TRAIN_LISTS}
+  jobs = []
+  for split, modality, cam, pid, n in folders:
+    rel = f"{folder_names[(split, modality)]}/cam{cam}/{pid:04d}"
+    names = [_llcm_name(pid, cam, k) for k in range(1, n + 1)]
+    if split == "train":
+      lists[modality] += [f"{rel}/{name} {pid}" for name in names]
+    jobs.append(("llcm", cfg.seed, cfg.image_height, _llcm_key(modality, cam), pid, n,
+                 os.path.join(root, rel), names))
+  for modality, list_name in layouts.LLCM_TRAIN_LISTS.items():
+    with open(os.path.join(root, list_name), "w") as f:
+      f.write("\n".join(lists[modality]) + "\n")
+  return jobs
+
+
+_WRITERS = {"sysu": _write_sysu, "regdb": _write_regdb, "llcm": _write_llcm}
+
+
 # The file in a generated set that records the flags its bytes are a function of.
 RECIPE_FILE = "generator.json"
 # SyntheticConfig fields that do not change the bytes of the set.
@@ -554,7 +621,7 @@ def generate(cfg: SyntheticConfig, log=print) -> Dict:
   os.makedirs(tmp)
   start = time.time()
   try:
-    jobs = (_write_sysu if cfg.layout == "sysu" else _write_regdb)(cfg, tmp)
+    jobs = _WRITERS[cfg.layout](cfg, tmp)
     with open(os.path.join(tmp, RECIPE_FILE), "w") as f:
       json.dump(recipe(cfg), f, indent=2, sort_keys=True)
     total = sum(job[5] for job in jobs)

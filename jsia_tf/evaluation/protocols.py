@@ -10,6 +10,14 @@ than shots give all their images.
 RegDB: per trained model (one per trial), visible->thermal (`v2t`: visible queries,
 thermal gallery) or thermal->visible (`t2v`), every test image, no camera filter.
 
+LLCM, as its authors' code (`DEEN/test.py`, `data_manager.py`, `eval_metrics.py`):
+every test image of the query modality is a query (`t2v`: infrared queries, their
+default; `v2t`: visible queries); the gallery is one image per (identity, camera) of
+the other modality, drawn per trial t = 0..9 by Python's `random.Random(t)` in their
+order (identities ascending, then cameras ascending, `choice` among the sorted
+images), so a data set gives the very galleries their code draws; gallery images of
+the query's identity and camera are removed; the CMC counts each identity once.
+
 Order. Ranking breaks exact distance ties by gallery order, so the gallery is put in
 one order whatever the file's row order: the official code's, cameras ascending, then
 identities ascending, then the images of a (camera, identity). Within a (camera,
@@ -23,6 +31,7 @@ Identities. The official code evaluates only the identities of `test_id.mat`;
 """
 
 import os
+import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,6 +42,7 @@ from jsia_tf import files
 from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import ranking
+from jsia_tf.evaluation import rerank as rerank_lib
 
 # The official split files, shipped with the package (see that folder's README).
 OFFICIAL_SPLIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -42,6 +52,8 @@ SYSU_SHOTS = (1, 10)
 SYSU_TRIALS = 10
 OFFICIAL_PERM_FILE = os.path.join(OFFICIAL_SPLIT_DIR, "rand_perm_cam.mat")
 OFFICIAL_TEST_IDS = os.path.join(OFFICIAL_SPLIT_DIR, "test_id.mat")
+# k-reciprocal re-ranking's (k1, k2, lambda).
+RerankParams = Tuple[int, int, float]
 REGDB_DIRECTIONS = {"v2t": (layouts.RGB, layouts.IR), "t2v": (layouts.IR, layouts.RGB)}
 
 
@@ -257,28 +269,99 @@ def sysu_galleries(feats: features_lib.FeatureSet, candidates: np.ndarray, shots
 def evaluate_sysu(feats: features_lib.FeatureSet, modes: Sequence[str] = SYSU_MODES,
                   shots: Sequence[int] = SYSU_SHOTS, perm: Optional[PermFile] = None,
                   distance: str = "cosine", num_trials: int = SYSU_TRIALS,
-                  max_rank: int = 20) -> Dict[Tuple[str, int], List[ranking.RankingResult]]:
+                  max_rank: int = 20, rerank: Optional[RerankParams] = None
+                  ) -> Dict[Tuple[str, int], List[ranking.RankingResult]]:
   """Per (mode, shots) setting, the per-trial results.
 
   Distances and each query's ranking of the candidates are computed once per mode and
-  shared by the trials and shot settings.
+  shared by the trials and shot settings. With `rerank` (k1, k2, lambda), each
+  trial's query-gallery distances are re-ranked with that trial's gallery
+  (`rerank.re_rank`), so every trial is ranked on its own.
   """
   results = {}
   for mode in modes:
     query, candidates = sysu_split(feats, mode)
     distmat = features_lib.distance_matrix(feats.features[query],
                                            feats.features[candidates], distance)
-    ranked = ranking.RankedCandidates(distmat, feats.ids[query], feats.ids[candidates],
-                                      feats.cams[query], feats.cams[candidates], "sysu")
+    args = (feats.ids[query], feats.ids[candidates], feats.cams[query],
+            feats.cams[candidates], "sysu")
+    if rerank is None:
+      ranked = ranking.RankedCandidates(distmat, *args)
+      for n in shots:
+        galleries = sysu_galleries(feats, candidates, n, num_trials, perm)
+        results[(mode, n)] = ranking.metrics_of_galleries(ranked, galleries, max_rank)
+      continue
+    q_q = features_lib.distance_matrix(feats.features[query], feats.features[query],
+                                       distance)
+    c_c = features_lib.distance_matrix(feats.features[candidates],
+                                       feats.features[candidates], distance)
     for n in shots:
-      galleries = sysu_galleries(feats, candidates, n, num_trials, perm)
-      results[(mode, n)] = ranking.metrics_of_galleries(ranked, galleries, max_rank)
+      results[(mode, n)] = []
+      for gallery in sysu_galleries(feats, candidates, n, num_trials, perm):
+        reranked = rerank_lib.re_rank(distmat[:, gallery], q_q,
+                                      c_c[np.ix_(gallery, gallery)], *rerank,
+                                      distance=distance)
+        rows = candidates[gallery]
+        results[(mode, n)].append(ranking.evaluate_ranking(
+            reranked, feats.ids[query], feats.ids[rows], feats.cams[query],
+            feats.cams[rows], "sysu", max_rank))
+  return results
+
+
+def llcm_galleries(feats: features_lib.FeatureSet, rows: np.ndarray,
+                   num_trials: int = SYSU_TRIALS) -> List[np.ndarray]:
+  """Per trial t, the gallery: one of `rows` per (identity, camera), drawn as the
+  LLCM authors' code draws it (`random.Random(t)`, identities then cameras
+  ascending, `choice` among the frames), in the gallery order."""
+  rows = np.asarray(rows, np.int64)
+  order = rows[np.lexsort((feats.frames[rows], feats.cams[rows], feats.ids[rows]))]
+  key = feats.ids[order] * (np.int64(1) << 32) + feats.cams[order]
+  starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+  sizes = np.diff(np.r_[starts, len(order)])
+  galleries = []
+  for trial in range(num_trials):
+    rng = random.Random(trial)
+    picked = [order[start + rng.choice(range(size))] for start, size in zip(starts, sizes)]
+    galleries.append(gallery_order(feats, np.array(picked, np.int64)))
+  return galleries
+
+
+def evaluate_llcm(feats: features_lib.FeatureSet, direction: str,
+                  distance: str = "cosine", num_trials: int = SYSU_TRIALS,
+                  max_rank: int = 20, rerank: Optional[RerankParams] = None
+                  ) -> List[ranking.RankingResult]:
+  """LLCM's per-trial results in `direction` ("t2v": infrared queries against a
+  visible gallery; "v2t": the reverse)."""
+  if direction not in REGDB_DIRECTIONS:
+    raise errors.DataError(f"unknown LLCM direction {direction!r}; expected v2t or t2v")
+  query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
+  query = gallery_order(feats, np.flatnonzero(feats.modality == query_modality))
+  candidates = np.flatnonzero(feats.modality == gallery_modality)
+  if not len(query) or not len(candidates):
+    raise errors.DataError(f"LLCM {direction} needs both visible and infrared images; "
+                           f"the features hold {len(query)} query and "
+                           f"{len(candidates)} gallery images")
+  results = []
+  # Every candidate's distances once; a trial takes its gallery's columns.
+  all_distances = None if rerank else features_lib.distance_matrix(
+      feats.features[query], feats.features[candidates], distance)
+  for gallery in llcm_galleries(feats, candidates, num_trials):
+    if rerank is None:
+      distmat = all_distances[:, np.searchsorted(candidates, gallery)]
+    else:
+      _, distmat = rerank_lib.re_rank_features(
+          feats.features[query], feats.features[gallery], distance, *rerank)
+    results.append(ranking.evaluate_ranking(
+        distmat, feats.ids[query], feats.ids[gallery], feats.cams[query],
+        feats.cams[gallery], "llcm", max_rank))
   return results
 
 
 def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
-                   distance: str = "cosine", max_rank: int = 20) -> ranking.RankingResult:
-  """One RegDB model's result in `direction` ("v2t" or "t2v")."""
+                   distance: str = "cosine", max_rank: int = 20,
+                   rerank: Optional[RerankParams] = None) -> ranking.RankingResult:
+  """One RegDB model's result in `direction` ("v2t" or "t2v"), re-ranked with
+  `rerank` (k1, k2, lambda) when given."""
   if direction not in REGDB_DIRECTIONS:
     raise errors.DataError(f"unknown RegDB direction {direction!r}; expected v2t or t2v")
   query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
@@ -288,8 +371,12 @@ def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
     raise errors.DataError(f"RegDB {direction} needs both visible and thermal images; "
                            f"the features hold {len(query)} query and {len(gallery)} "
                            f"gallery images")
-  distmat = features_lib.distance_matrix(feats.features[query], feats.features[gallery],
-                                         distance)
+  if rerank is None:
+    distmat = features_lib.distance_matrix(feats.features[query],
+                                           feats.features[gallery], distance)
+  else:
+    _, distmat = rerank_lib.re_rank_features(feats.features[query],
+                                             feats.features[gallery], distance, *rerank)
   return ranking.evaluate_ranking(distmat, feats.ids[query], feats.ids[gallery],
                                   feats.cams[query], feats.cams[gallery], "regdb",
                                   max_rank)

@@ -8,6 +8,9 @@ Definitions (those of the official SYSU-MM01 code and of the usual RGB-IR re-id 
   rank is its identity's position in the filtered list de-duplicated by identity (first
   occurrence). mAP and mINP use the filtered, non-deduplicated list.
 - `protocol="regdb"`: no camera filter; the standard CMC (rank of the first true match).
+- `protocol="llcm"`: gallery images of the query's identity seen by the query's
+  camera (the same camera in its other mode) are removed; the CMC counts each
+  identity once, as for SYSU-MM01 (the LLCM authors' `eval_llcm`).
 - AP = mean over the n true matches of (k / rank of the k-th); INP = n / rank of the
   last true match. Queries with no true match in the filtered gallery are skipped (and
   counted). CMC[r] = fraction of evaluated queries whose rank is <= r + 1, so it always
@@ -30,7 +33,9 @@ import numpy as np
 from jsia_tf import errors
 from jsia_tf.data import layouts
 
-PROTOCOLS = ("sysu", "regdb")
+PROTOCOLS = ("sysu", "regdb", "llcm")
+# Protocols whose CMC counts each identity once (first occurrence).
+_DEDUPLICATED_CMC = ("sysu", "llcm")
 REPORTED_RANKS = (1, 5, 10, 20)
 
 
@@ -149,6 +154,10 @@ class RankedCandidates:
       cols = np.flatnonzero(np.asarray(g_cams) == g_cam)
       if len(rows) and len(cols):
         self.ranks[np.ix_(rows, cols)] = self.removed
+    elif protocol == "llcm":
+      same = ((self.q_ids[:, None] == self.g_ids[None, :]) &
+              (np.asarray(q_cams)[:, None] == np.asarray(g_cams)[None, :]))
+      self.ranks[same] = self.removed
 
   def metrics(self, gallery: Optional[np.ndarray] = None,
               max_rank: int = 20) -> RankingResult:
@@ -189,7 +198,7 @@ class RankedCandidates:
     ap = precision.sum(axis=1) / num_matches
     inp = num_matches / np.take_along_axis(position, (num_matches - 1)[:, None], 1)[:, 0]
 
-    if self.protocol == "sysu":
+    if self.protocol in _DEDUPLICATED_CMC:
       # De-duplicated by identity: 1 + identities whose first kept item comes before
       # the query identity's first kept item.
       first = np.minimum.reduceat(ranks, seg_start, axis=1)[valid]
@@ -212,6 +221,6 @@ def metrics_of_galleries(ranked: RankedCandidates, galleries, max_rank: int = 20
 def evaluate_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol: str,
                      max_rank: int = 20) -> RankingResult:
   """CMC [max_rank], mAP and mINP of `distmat` [num_query, num_gallery] (smaller is
-  closer) under `protocol` ("sysu" or "regdb"); see the module docstring."""
+  closer) under `protocol` ("sysu", "regdb" or "llcm"); see the module docstring."""
   return RankedCandidates(distmat, q_ids, g_ids, q_cams, g_cams, protocol).metrics(
       max_rank=max_rank)

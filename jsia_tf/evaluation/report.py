@@ -55,8 +55,9 @@ def id_lists(cfg: config_lib.EvalConfig, num_sets: int,
   if cfg.protocol == "sysu":
     return [(protocols.read_ids(protocols.OFFICIAL_TEST_IDS),
              "the official test_id.mat")] * num_sets
-  return [(None, "every identity of the file (RegDB: --test_ids=idx/"
-           "test_visible_<trial>.txt keeps one trial's)")] * num_sets
+  hint = {"regdb": "RegDB: --test_ids=idx/test_visible_<trial>.txt keeps one trial's",
+          "llcm": "LLCM: --test_ids=DIR/idx/test_id.txt keeps the test split's"}
+  return [(None, f"every identity of the file ({hint[cfg.protocol]})")] * num_sets
 
 
 def keep_test_ids(feats: features_lib.FeatureSet, ids: IdList, name: str
@@ -121,20 +122,30 @@ def evaluate_features(feature_sets: List[features_lib.FeatureSet],
     results = protocols.evaluate_sysu(
         feats, modes=[cfg.mode] if cfg.mode else protocols.SYSU_MODES,
         shots=[cfg.shots] if cfg.shots else protocols.SYSU_SHOTS, perm=perm,
-        distance=cfg.distance, num_trials=cfg.num_trials, max_rank=cfg.max_rank)
+        distance=cfg.distance, num_trials=cfg.num_trials, max_rank=cfg.max_rank,
+        rerank=cfg.rerank_params)
     for (mode, shots), trials in results.items():
       name = f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
       settings[name] = dict(summarize(trials), mode=mode, shots=shots)
+  elif cfg.protocol == "llcm":
+    # The authors' default direction (infrared queries) first.
+    for direction in [cfg.direction] if cfg.direction else ["t2v", "v2t"]:
+      trials = protocols.evaluate_llcm(kept_sets[0], direction, cfg.distance,
+                                       cfg.num_trials, cfg.max_rank, cfg.rerank_params)
+      name = {"v2t": "visible->infrared", "t2v": "infrared->visible"}[direction]
+      settings[name] = dict(summarize(trials), direction=direction)
   else:
     for direction in [cfg.direction] if cfg.direction else list(
         protocols.REGDB_DIRECTIONS):
-      trials = [protocols.evaluate_regdb(f, direction, cfg.distance, cfg.max_rank)
-                for f in kept_sets]
+      trials = [protocols.evaluate_regdb(f, direction, cfg.distance, cfg.max_rank,
+                                         cfg.rerank_params) for f in kept_sets]
       name = {"v2t": "visible->thermal", "t2v": "thermal->visible"}[direction]
       settings[name] = dict(summarize(trials), direction=direction)
   return {
       "protocol": cfg.protocol,
       "distance": cfg.distance,
+      "rerank": (dict(zip(("k1", "k2", "lambda"), cfg.rerank_params))
+                 if cfg.rerank else None),
       "gallery_draws": draws,
       "test_ids": test_ids,
       "features": [os.path.abspath(f) for f in cfg.features],
@@ -158,7 +169,10 @@ def format_table(report: Dict) -> str:
     cells = [f"{100 * s['mean'][m]:6.2f}+-{100 * s['std'][m]:4.2f}" for m in METRICS]
     lines.append(f"{name:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
   trials = {s["num_trials"] for s in report["settings"].values()}
+  rerank = report.get("rerank")
   lines.append(f"({report['protocol']} protocol, {report['distance']} distance, "
+               + (f"k-reciprocal re-ranking k1={rerank['k1']} k2={rerank['k2']} "
+                  f"lambda={rerank['lambda']:g}, " if rerank else "") +
                f"mean +- std over {'/'.join(map(str, sorted(trials)))} trial(s), %)")
   return "\n".join(lines + notes(report))
 

@@ -27,6 +27,7 @@ from jsia_tf import files
 from jsia_tf.data import layouts
 from jsia_tf.data import table as table_lib
 from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import rerank as rerank_lib
 from jsia_tf.serving import saved_model
 
 GALLERY_FEATURES = "gallery_features.npz"
@@ -110,14 +111,19 @@ def shown(path: str) -> str:
 
 def labels(path: str) -> Dict[str, int]:
   """{"id", "camera", "modality"} of an image from its folders (-1 / 0 / RGB when
-  the layout does not say)."""
+  the layout does not say): SYSU-MM01's cam<C>/<id>/, LLCM's
+  test_{vis,nir}/cam<C>/<id>/, RegDB's {Visible,Thermal}/<id>/."""
   parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
   pid = int(parts[-2]) if len(parts) >= 2 and parts[-2].isdigit() else -1
   above = parts[-3] if len(parts) >= 3 else ""
   camera, modality = 0, layouts.RGB
   if _CAMERA.match(above):
     camera = int(_CAMERA.match(above).group(1))
-    modality = layouts.sysu_modality(camera)
+    # LLCM's cameras have both modes, told by the folder above (test_nir, train_nir).
+    if len(parts) >= 4 and parts[-4].endswith(("_vis", "_nir")):
+      modality = layouts.IR if parts[-4].endswith("_nir") else layouts.RGB
+    else:
+      modality = layouts.sysu_modality(camera)
   elif above in _REGDB_CAMERA:
     camera = _REGDB_CAMERA[above]
     modality = layouts.IR if above == "Thermal" else layouts.RGB
@@ -202,14 +208,16 @@ def gallery_features(served: saved_model.Served, cfg: config_lib.SearchConfig,
   return feats
 
 
-def rank(queries: np.ndarray, gallery: np.ndarray, top_k: int):
-  """Cosine similarity ranking: (indices [Q, k], scores [Q, k]), best first; ties
-  keep gallery order."""
-  q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-  g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
-  scores = q @ g.T
-  order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-  return order, np.take_along_axis(scores, order, axis=1)
+def rank(queries: np.ndarray, gallery: np.ndarray, top_k: int, rerank=None):
+  """Cosine ranking: (indices [Q, k], scores [Q, k]), best first; ties keep gallery
+  order. The score is 1 - the distance: the cosine similarity, or with `rerank`
+  (k1, k2, lambda) 1 - the k-reciprocal re-ranked distance."""
+  if rerank is None:
+    distance = features_lib.distance_matrix(queries, gallery, "cosine")
+  else:
+    _, distance = rerank_lib.re_rank_features(queries, gallery, "cosine", *rerank)
+  order = np.argsort(distance, axis=1, kind="stable")[:, :top_k]
+  return order, 1.0 - np.take_along_axis(distance, order, axis=1)
 
 
 def _match(query_id: int, gallery_id: int) -> Optional[bool]:
@@ -249,9 +257,11 @@ def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
   gallery = gallery_features(served, cfg, log)
   queries = embed_files(served, query_paths, cfg.batch_size, "query", log)
   top_k = min(cfg.top_k, len(gallery.features))
-  order, scores = rank(queries.features, gallery.features, top_k)
+  order, scores = rank(queries.features, gallery.features, top_k, cfg.rerank_params)
   out = {"saved_model": served.directory, "gallery": cfg.gallery,
-         "gallery_size": len(gallery.features), "top_k": top_k, "queries": []}
+         "gallery_size": len(gallery.features), "top_k": top_k,
+         "rerank": (dict(zip(("k1", "k2", "lambda"), cfg.rerank_params))
+                    if cfg.rerank else None), "queries": []}
   for i, path in enumerate(queries.paths):
     qid = int(queries.ids[i])
     results = [{"rank": r + 1, "path": str(gallery.paths[j]), "score": float(s),

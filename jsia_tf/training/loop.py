@@ -46,7 +46,8 @@ from jsia_tf.training import trainer as trainer_lib
 Log = Callable[[str], None]
 CONSOLE_TERMS = ("total", "dis", "gan", "recon", "cycle", "v", "id", "il", "lr", "ui",
                  "dis_sl", "sl_gan")
-DEMO_DATA_DIRS = {"sysu": "data/sysu_demo", "regdb": "data/regdb_demo"}
+DEMO_DATA_DIRS = {"sysu": "data/sysu_demo", "regdb": "data/regdb_demo",
+                  "llcm": "data/llcm_demo"}
 # The demo data sets. SYSU: the real test set's shape (96 identities, 10,578 images),
 # so that the demo measures matching of people it never saw against random ranking
 # with the real protocol's odds, and 200 training identities, which the demo's 600
@@ -55,6 +56,7 @@ DEMO_DATA = {
     "sysu": synthetic.SyntheticConfig(layout="sysu", output_dir=DEMO_DATA_DIRS["sysu"],
                                       num_ids=296, like_sysu_test=True),
     "regdb": synthetic.SyntheticConfig(layout="regdb", output_dir=DEMO_DATA_DIRS["regdb"]),
+    "llcm": synthetic.SyntheticConfig(layout="llcm", output_dir=DEMO_DATA_DIRS["llcm"]),
 }
 METRICS_FILE = "metrics.jsonl"
 
@@ -121,9 +123,12 @@ def _check_finite_weights(trainer, step: int, ckpt_dir: str) -> None:
 
 def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, float]:
   """The periodic evaluation: SYSU-MM01 all-search single-shot over 10 gallery
-  draws, or RegDB visible->thermal; mean R1, mAP, mINP."""
+  draws, LLCM infrared->visible over 10 draws, or RegDB visible->thermal; mean R1,
+  mAP, mINP."""
   if dataset == "sysu":
     trials = protocols.evaluate_sysu(feats, modes=["all"], shots=[1])[("all", 1)]
+  elif dataset == "llcm":
+    trials = protocols.evaluate_llcm(feats, "t2v")
   else:
     trials = [protocols.evaluate_regdb(feats, "v2t")]
   mean = report_lib.summarize(trials)["mean"]
