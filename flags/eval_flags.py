@@ -51,6 +51,9 @@ def define_eval_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
   flags.DEFINE_integer("max_rank", 20, "Length of the CMC curve.",
                        flag_values=flag_values)
+  flags.DEFINE_boolean("remove_same_camera", False, "--protocol=custom: leave out of "
+                       "each query's gallery the images of its identity taken by its "
+                       "camera.", flag_values=flag_values)
   define_rerank_flags(flag_values)
   flags.DEFINE_string("output_json", "", "Also write the report here (JSON).",
                       flag_values=flag_values)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Tuple
 from jsia_tf import errors
 from jsia_tf import files
 
-DATASETS = ("sysu", "regdb", "llcm")
+DATASETS = ("sysu", "regdb", "llcm", "custom")
 SYNTHETIC_LAYOUTS = DATASETS
 REGDB_TRIALS = tuple(range(1, 11))
 LR_PAIRS = ("generated", "unpaired")
@@ -213,6 +213,7 @@ class EvalConfig(RerankOptions):
   direction: str = ""
   num_trials: int = 10
   max_rank: int = 20
+  remove_same_camera: bool = False
   output_json: str = ""
 
   def __post_init__(self):
@@ -237,7 +238,7 @@ class EvalConfig(RerankOptions):
             "an integer in 1..10")
     require(self.max_rank >= 20, "max_rank", self.max_rank,
             "an integer >= 20 (R20 is reported)")
-    if self.protocol in ("sysu", "llcm") and self.features:
+    if self.protocol in ("sysu", "llcm", "custom") and self.features:
       require(len(self.features) == 1, "features", ",".join(self.features),
               f"one file for {self.protocol} (its 10 trials are gallery draws); "
               f"several files, one per trained trial, are for RegDB")
@@ -253,6 +254,12 @@ class EvalConfig(RerankOptions):
       require(len(self.test_ids) in (0, 1, max(1, len(self.features))), "test_ids",
               ",".join(self.test_ids), "one id list per features file (each trial's "
               "idx/test_visible_<trial>.txt), one for every file, or all")
+    require(not self.remove_same_camera or self.protocol == "custom",
+            "remove_same_camera", self.remove_same_camera, "only with --protocol=custom "
+            "(the other protocols have their own camera rules)")
+    if self.protocol == "custom":
+      require(not self.direction, "direction", self.direction,
+              "no --direction with --protocol=custom (its list file names the queries)")
     require("all" not in self.test_ids or len(self.test_ids) == 1, "test_ids",
             ",".join(self.test_ids), "all alone, or id lists")
     require(bool(self.perm_file), "perm_file", self.perm_file,

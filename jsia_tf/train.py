@@ -3,6 +3,8 @@
   python -m jsia_tf.train                      # demo: generated data, demo preset
   python -m jsia_tf.train --dataset=sysu --data_dir=DIR --workdir=runs/sysu
   python -m jsia_tf.train --dataset=regdb --data_dir=DIR --trial=1 --workdir=...
+  python -m jsia_tf.train --dataset=llcm --data_dir=DIR --workdir=runs/llcm
+  python -m jsia_tf.train --dataset=custom --data_dir=DIR/list.csv --workdir=...
   python -m jsia_tf.train --preset=paper --dry_run
 
 Without --data_dir the demo data set is generated (once) into data/sysu_demo and the
@@ -19,6 +21,7 @@ from absl import flags
 
 from flags import train_flags
 from jsia_tf import cli
+from jsia_tf import config as config_lib
 from jsia_tf.models import jsia
 from jsia_tf.training import loop
 
@@ -32,7 +35,11 @@ def main(argv):
   del argv
   cfg = train_flags.experiment_config_from_flags()
   if FLAGS.dry_run:
-    print(jsia.dry_run_report(cfg.model, FLAGS.num_classes or NUM_TRAIN_IDS[FLAGS.dataset]))
+    num_classes = FLAGS.num_classes or NUM_TRAIN_IDS.get(FLAGS.dataset)
+    config_lib.require(bool(num_classes), "num_classes", FLAGS.num_classes,
+                       f"the training identities of --dataset={FLAGS.dataset} "
+                       f"(a dry run reads no data)")
+    print(jsia.dry_run_report(cfg.model, num_classes))
     return
   cfg = dataclasses.replace(cfg, data=loop.with_demo_data(cfg.data))
   loop.run(cfg)

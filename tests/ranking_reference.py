@@ -4,14 +4,15 @@ vectorised evaluator is checked against. Slow on purpose: clarity over speed."""
 import numpy as np
 
 
-def reference_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol, max_rank=20):
+def reference_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol, max_rank=20,
+                      remove_same_camera=False):
   """Returns (cmc [max_rank], mAP, mINP, num_queries, num_skipped)."""
   cmcs, aps, inps, skipped = [], [], [], 0
   for q in range(distmat.shape[0]):
     order = list(np.argsort(distmat[q], kind="stable"))  # ties: gallery order
     if protocol == "sysu" and q_cams[q] == 3:
       order = [g for g in order if g_cams[g] != 2]  # cam-3 queries never see cam 2
-    if protocol == "llcm":  # the query's identity in the query's camera is removed
+    if protocol == "llcm" or remove_same_camera:  # the query's id in the query's camera
       order = [g for g in order if not (g_ids[g] == q_ids[q] and g_cams[g] == q_cams[q])]
     matches = [g_ids[g] == q_ids[q] for g in order]
     if not any(matches):

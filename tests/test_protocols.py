@@ -365,3 +365,27 @@ def test_llcm_galleries_are_the_authors_draws_and_metrics_the_loop(llcm_dir):
                                  modality=[1, 0, 0])
   result = protocols.evaluate_llcm(same, "t2v", num_trials=1)[0]
   assert result.gallery_size == 2 and result.mAP == 1.0  # only the cam-4 image counts
+
+
+@pytest.mark.parametrize("remove_same_camera", [False, True])
+def test_custom_protocol_is_the_loop(remove_same_camera):
+  rng = np.random.default_rng(11)
+  n = 60
+  feats = features_lib.FeatureSet(
+      features=rng.standard_normal((n, 6)), ids=rng.integers(1, 7, n),
+      cams=rng.integers(1, 4, n), frames=np.arange(n), modality=rng.integers(0, 2, n),
+      role=np.where(np.arange(n) < 20, layouts.ROLE_QUERY, layouts.ROLE_GALLERY))
+  result = protocols.evaluate_custom(feats, remove_same_camera=remove_same_camera)
+  q = protocols.gallery_order(feats, np.arange(20))
+  g = protocols.gallery_order(feats, np.arange(20, n))
+  d = features_lib.distance_matrix(feats.features[q], feats.features[g], "cosine")
+  cmc, m_ap, m_inp, nq, _ = reference_ranking(
+      d, feats.ids[q], feats.ids[g], feats.cams[q], feats.cams[g], "custom",
+      remove_same_camera=remove_same_camera)
+  np.testing.assert_allclose(result.cmc, cmc, atol=1e-12)
+  assert abs(result.mAP - m_ap) < 1e-12 and abs(result.mINP - m_inp) < 1e-12
+  assert result.num_queries == nq and result.gallery_size == 40
+  no_roles = features_lib.FeatureSet(feats.features, feats.ids, feats.cams, feats.frames,
+                                     feats.modality)
+  with pytest.raises(errors.DataError, match="needs the features' role array"):
+    protocols.evaluate_custom(no_roles)

@@ -177,3 +177,77 @@ def test_llcm_bad_files(llcm_dir, tmp_path, name, content, message):
   shutil.rmtree(root / "test_nir")
   with pytest.raises(errors.DataError, match="is not the LLCM layout: missing test_nir"):
     readers.read_llcm(str(root), "test")
+
+
+def _custom(tmp_path, rows, header="path,pid,camera,modality,split"):
+  """A list file of `rows` (absolute paths into the tiny SYSU set)."""
+  path = tmp_path / "list.csv"
+  path.write_text("\n".join([header] + rows) + "\n")
+  return str(path)
+
+
+def _first_image(sysu_dir, cam, pid):
+  folder = os.path.join(sysu_dir, f"cam{cam}", f"{pid:04d}")
+  return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+@pytest.fixture
+def custom_rows(sysu_dir):
+  """Four good rows over images that exist in the tiny SYSU set (ids seen by cams 1
+  and 3 there)."""
+  records = readers.read_sysu(sysu_dir, "train") + readers.read_sysu(sysu_dir, "test")
+  both = sorted({r.pid for r in records if r.camera == 1} &
+                {r.pid for r in records if r.camera == 3})
+  a, b = both[:2]
+  return [f"{_first_image(sysu_dir, 1, a)},{a},1,rgb,train",
+          f"{_first_image(sysu_dir, 3, a)},{a},3,IR,train",
+          f"{_first_image(sysu_dir, 3, b)},{b},3,ir,query",
+          f"{_first_image(sysu_dir, 1, b)},{b},1,rgb,gallery"], (a, b)
+
+
+def test_custom_list_records(tmp_path, custom_rows):
+  rows, (a, b) = custom_rows
+  path = _custom(tmp_path, rows)
+  train = readers.read_custom(path, "train")
+  assert [(r.pid, r.camera, r.modality, r.role) for r in train] == [
+      (a, 1, layouts.RGB, layouts.ROLE_NONE), (a, 3, layouts.IR, layouts.ROLE_NONE)]
+  test = readers.read_custom(str(tmp_path), "test")  # the folder holding list.csv
+  assert [(r.pid, r.role) for r in test] == [(b, layouts.ROLE_QUERY),
+                                             (b, layouts.ROLE_GALLERY)]
+  assert readers.read_dataset("custom", path, "test") == test
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows + ["no/such.jpg,9,1,rgb,train"], r"line 6: image .*no/such.jpg does not exist"),
+    (lambda rows: rows[:3] + [rows[3].replace(",rgb,", ",thermal,")],
+     r"line 5: modality 'thermal' is not one of rgb, ir"),
+    (lambda rows: rows[:3] + [rows[3].replace(",gallery", ",test")],
+     r"line 5: split 'test' is not one of train, query, gallery"),
+    (lambda rows: rows[:1] + rows[2:], r"line 2: training identity \d+ has rgb images only"),
+    (lambda rows: rows[:3], r"needs rows of split query and of split gallery"),
+    (lambda rows: rows + [rows[0]], r"line 6: .* is listed again \(first on line 2\)"),
+    (lambda rows: rows[:2] + [rows[2].replace("," + rows[2].split(",")[1] + ",3,",
+                                              ",77,3,")] + rows[3:],
+     r"line 4: query identity 77 has no image in the gallery"),
+    (lambda rows: rows[:3] + [rows[3].replace(",1,rgb", ",one,rgb")],
+     r"line 5: camera 'one' is not a non-negative integer"),
+])
+def test_custom_list_bad_rows(tmp_path, custom_rows, change, message):
+  rows, _ = custom_rows
+  path = _custom(tmp_path, change(rows))
+  with pytest.raises(errors.DataError, match=message):
+    readers.read_custom(path, "train")
+
+
+def test_custom_list_bad_file(tmp_path, custom_rows):
+  rows, _ = custom_rows
+  with pytest.raises(errors.DataError, match=r"line 1: the header is path,pid,cam,"
+                     r"modality,split; expected .* \(missing camera\) \(unknown cam\)"):
+    readers.read_custom(_custom(tmp_path, rows, "path,pid,cam,modality,split"),
+                        "train")
+  with pytest.raises(errors.DataError, match=r"list file .*nothing does not "
+                     r"exist \(--dataset=custom"):
+    readers.read_custom(str(tmp_path / "nothing"), "train")
+  short = _custom(tmp_path, rows[:2] + ["a.jpg,1"])
+  with pytest.raises(errors.DataError, match=r"line 4: expected 5 comma-separated"):
+    readers.read_custom(short, "train")

@@ -6,6 +6,7 @@ sorted file-name order; this is what the official `rand_perm_cam.mat` indexes (t
 what was expected; files that are not images are ignored and counted in the log.
 """
 
+import csv
 import dataclasses
 import os
 from typing import Dict, List, Sequence, Tuple
@@ -26,6 +27,7 @@ class ImageRecord:
   camera: int
   modality: int  # layouts.RGB or layouts.IR
   frame: int  # 0-based index within the sorted images of (camera, pid)
+  role: int = layouts.ROLE_NONE  # a custom list's query / gallery image
 
 
 def _require_dir(path: str, what: str) -> None:
@@ -322,8 +324,134 @@ def read_llcm(root: str, split: str) -> List[ImageRecord]:
   return records
 
 
+# ---------------------------------------------------------------------------------
+# Your own data: a CSV list file
+
+
+def custom_list_path(root: str) -> str:
+  """The list file of `--data_dir=root`: the file itself, or `root/list.csv`."""
+  path = os.path.abspath(root)
+  if os.path.isdir(path):
+    path = os.path.join(path, layouts.CUSTOM_LIST)
+  if not os.path.isfile(path):
+    raise errors.DataError(f"list file {path} does not exist (--dataset=custom: "
+                           f"--data_dir is a CSV list file with the header "
+                           f"{','.join(layouts.CUSTOM_COLUMNS)}, or the folder that "
+                           f"holds it as {layouts.CUSTOM_LIST})")
+  return path
+
+
+def _custom_rows(path: str) -> List[Tuple[int, Dict[str, str]]]:
+  """(line number, row) of every data row of the list file; the header checked."""
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in layouts.CUSTOM_COLUMNS if c not in header]
+    extra = [c for c in header if c not in layouts.CUSTOM_COLUMNS]
+    if missing or extra:
+      raise errors.DataError(
+          f"list file {path} line 1: the header is {','.join(header) or 'empty'}; "
+          f"expected the columns {','.join(layouts.CUSTOM_COLUMNS)}"
+          + (f" (missing {', '.join(missing)})" if missing else "")
+          + (f" (unknown {', '.join(extra)})" if extra else ""))
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+      if None in row or any(v is None for v in row.values()):
+        raise errors.DataError(f"list file {path} line {reader.line_num}: expected "
+                               f"{len(header)} comma-separated values")
+      rows.append((reader.line_num, {k: v.strip() for k, v in row.items()}))
+  if not rows:
+    raise errors.DataError(f"list file {path} lists no images")
+  return rows
+
+
+def read_custom(root: str, split: str) -> List[ImageRecord]:
+  """Records of a custom list file (`--dataset=custom`): "train" (the rows of
+  split train) or "test" (query rows, role ROLE_QUERY, and gallery rows,
+  ROLE_GALLERY). The whole file is checked whatever the split: every bad row is an
+  error naming its line (a missing file, an unknown modality or split, a training
+  identity seen in one modality only, a query identity absent from the gallery)."""
+  if split not in ("train", "test"):
+    raise errors.DataError(f"unknown split {split!r}; expected train or test")
+  path = custom_list_path(root)
+  folder = os.path.dirname(path)
+  records, lines, seen = [], [], {}
+  for line, row in _custom_rows(path):
+    where = f"list file {path} line {line}"
+    image = os.path.join(folder, row["path"]) if row["path"] else ""
+    if not image or not os.path.isfile(image):
+      raise errors.DataError(f"{where}: image {image or '(empty path)'} does not exist")
+    if not image.lower().endswith(layouts.IMAGE_EXTENSIONS):
+      raise errors.DataError(f"{where}: {image} does not have an image extension "
+                             f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
+    if image in seen:
+      raise errors.DataError(f"{where}: {row['path']} is listed again (first on line "
+                             f"{seen[image]})")
+    seen[image] = line
+    for name in ("pid", "camera"):
+      if not row[name].isdigit():
+        raise errors.DataError(f"{where}: {name} {row[name]!r} is not a non-negative "
+                               f"integer")
+    modality = layouts.CUSTOM_MODALITIES.get(row["modality"].lower())
+    if modality is None:
+      raise errors.DataError(f"{where}: modality {row['modality']!r} is not one of "
+                             f"{', '.join(layouts.CUSTOM_MODALITIES)}")
+    if row["split"].lower() not in layouts.CUSTOM_SPLITS:
+      raise errors.DataError(f"{where}: split {row['split']!r} is not one of "
+                             f"{', '.join(layouts.CUSTOM_SPLITS)}")
+    role = {"train": layouts.ROLE_NONE, "query": layouts.ROLE_QUERY,
+            "gallery": layouts.ROLE_GALLERY}[row["split"].lower()]
+    records.append(ImageRecord(image, int(row["pid"]), int(row["camera"]), modality, 0,
+                               role))
+    lines.append(line)
+  _check_custom(path, records, lines)
+  # frame: the index among the sorted paths of its (camera, pid, modality).
+  groups = {}
+  for r in records:
+    groups.setdefault((r.camera, r.pid, r.modality), []).append(r.path)
+  index = {p: i for paths in groups.values() for i, p in enumerate(sorted(paths))}
+  records = [dataclasses.replace(r, frame=index[r.path]) for r in records]
+  wanted = ((layouts.ROLE_NONE,) if split == "train" else
+            (layouts.ROLE_QUERY, layouts.ROLE_GALLERY))
+  out = [r for r in records if r.role in wanted]
+  out.sort(key=lambda r: (r.role, r.camera, r.pid, r.frame))
+  return out
+
+
+def _check_custom(path: str, records: List[ImageRecord], lines: List[int]) -> None:
+  """The checks across rows of `read_custom`, each naming a line."""
+  first = {}
+  for r, line in zip(records, lines):
+    first.setdefault((r.role, r.pid), line)
+  train = [r for r in records if r.role == layouts.ROLE_NONE]
+  if not train:
+    raise errors.DataError(f"list file {path} has no rows of split train")
+  modalities = {}
+  for r in train:
+    modalities.setdefault(r.pid, set()).add(r.modality)
+  for pid, seen in sorted(modalities.items()):
+    if len(seen) < 2:
+      name = layouts.MODALITY_NAMES[next(iter(seen))]
+      raise errors.DataError(
+          f"list file {path} line {first[(layouts.ROLE_NONE, pid)]}: training identity "
+          f"{pid} has {name} images only (JSIA trains on identities seen in both "
+          f"modalities: add the other modality's images or remove its rows)")
+  gallery = {r.pid for r in records if r.role == layouts.ROLE_GALLERY}
+  queries = sorted({r.pid for r in records if r.role == layouts.ROLE_QUERY})
+  if not queries or not gallery:
+    raise errors.DataError(f"list file {path} needs rows of split query and of split "
+                           f"gallery (it has {len(queries)} query and {len(gallery)} "
+                           f"gallery identities)")
+  for pid in queries:
+    if pid not in gallery:
+      raise errors.DataError(
+          f"list file {path} line {first[(layouts.ROLE_QUERY, pid)]}: query identity "
+          f"{pid} has no image in the gallery (every query needs a true match)")
+
+
 def read_dataset(dataset: str, root: str, split: str, trial: int = 1):
-  """Records of `split` of `dataset` ("sysu", "regdb" or "llcm"; `trial` for
+  """Records of `split` of `dataset` (one of `config.DATASETS`; `trial` for
   RegDB)."""
   # os.path.abspath("") is the working directory: refuse it rather than read it.
   config_lib.require(bool(root), "data_dir", root, "the data set's root directory")
@@ -333,4 +461,7 @@ def read_dataset(dataset: str, root: str, split: str, trial: int = 1):
     return read_regdb(root, split, trial)
   if dataset == "llcm":
     return read_llcm(root, split)
-  raise errors.DataError(f"unknown dataset {dataset!r}; expected sysu, regdb or llcm")
+  if dataset == "custom":
+    return read_custom(root, split)
+  raise errors.DataError(f"unknown dataset {dataset!r}; expected one of "
+                         f"{', '.join(config_lib.DATASETS)}")

@@ -20,7 +20,7 @@ from jsia_tf import errors
 from jsia_tf.data import layouts
 from jsia_tf.data import readers
 
-INT_FIELDS = ("label", "pid", "camera", "modality", "frame")
+INT_FIELDS = ("label", "pid", "camera", "modality", "frame", "role")
 
 
 @dataclasses.dataclass
@@ -34,6 +34,7 @@ class ImageTable:
   camera: np.ndarray  # int64
   modality: np.ndarray  # int64, layouts.RGB or layouts.IR
   frame: np.ndarray  # int64, index within the sorted images of (camera, pid)
+  role: np.ndarray  # int64, layouts.ROLE_* (a custom list's query / gallery)
 
   def __len__(self):
     return len(self.encoded)
@@ -123,7 +124,8 @@ def load_images(records: List[readers.ImageRecord], label_map: Dict[int, int],
   return make_table(
       encoded, [r.path for r in kept], label=[label_map[r.pid] for r in kept],
       pid=[r.pid for r in kept], camera=[r.camera for r in kept],
-      modality=[r.modality for r in kept], frame=[r.frame for r in kept])
+      modality=[r.modality for r in kept], frame=[r.frame for r in kept],
+      role=[r.role for r in kept])
 
 
 def summary(table: ImageTable) -> Dict[str, Dict[str, int]]:

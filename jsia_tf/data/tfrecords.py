@@ -26,7 +26,10 @@ MANIFEST = "manifest.json"
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "path": tf.io.FixedLenFeature([], tf.string),
-    **{name: tf.io.FixedLenFeature([], tf.int64) for name in table_lib.INT_FIELDS},
+    **{name: tf.io.FixedLenFeature([], tf.int64) for name in table_lib.INT_FIELDS
+       if name != "role"},
+    # Shards written before roles existed read as ROLE_NONE.
+    "role": tf.io.FixedLenFeature([], tf.int64, default_value=0),
 }
 SPLITS = ("train", "test")
 

@@ -44,7 +44,8 @@ def extract_features(embed: Embed, table: table_lib.ImageTable,
     progress.update(done)
   return features_lib.FeatureSet(
       features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
-      frames=table.frame, modality=table.modality, paths=table.path.astype(str))
+      frames=table.frame, modality=table.modality, paths=table.path.astype(str),
+      role=table.role if table.role.any() else None)
 
 
 def extract_test_features(embed: Embed, data_cfg: config_lib.DataConfig,

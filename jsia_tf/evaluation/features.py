@@ -7,7 +7,9 @@ A `.npz` with arrays of equal length N:
   frames    int   [N]     index within the sorted images of its (camera, id): the
                           index the official rand_perm_cam.mat uses (there 1-based)
   modality  int   [N]     0 RGB / visible, 1 IR / thermal
-and optionally `paths` (str [N]). Written by feature extraction, read by
+and optionally `paths` (str [N]) and `role` (int [N]: 1 query, 2 gallery, 0 neither;
+what a custom list file names, `--protocol=custom`). Written by feature extraction,
+read by
 `python -m jsia_tf.evaluate`, so results can be recomputed without a model.
 """
 
@@ -22,6 +24,7 @@ from jsia_tf import errors
 from jsia_tf import files
 
 REQUIRED = ("features", "ids", "cams", "frames", "modality")
+OPTIONAL = ("paths", "role")
 
 
 @dataclasses.dataclass
@@ -34,6 +37,7 @@ class FeatureSet:
   frames: np.ndarray
   modality: np.ndarray
   paths: Optional[np.ndarray] = None
+  role: Optional[np.ndarray] = None
 
   def __post_init__(self):
     self.features = np.asarray(self.features)
@@ -45,8 +49,11 @@ class FeatureSet:
     if self.features.ndim != 2 or self.features.shape[1] < 1:
       raise errors.DataError(f"features must be 2-D [N, D] with D >= 1, got shape "
                              f"{self.features.shape}")
+    if self.role is not None:
+      self.role = _integers("role", self.role)
     n = len(self.features)
-    for name in REQUIRED[1:] + (("paths",) if self.paths is not None else ()):
+    for name in REQUIRED[1:] + tuple(name for name in OPTIONAL
+                                     if getattr(self, name) is not None):
       shape = np.shape(getattr(self, name))
       if shape != (n,):
         raise errors.DataError(f"{name} has shape {shape} but features has {n} rows: "
@@ -82,6 +89,8 @@ def save(path: str, feature_set: FeatureSet) -> None:
   arrays = {name: getattr(feature_set, name) for name in REQUIRED}
   if feature_set.paths is not None:
     arrays["paths"] = np.asarray(feature_set.paths, str)
+  if feature_set.role is not None:
+    arrays["role"] = np.asarray(feature_set.role, np.int64)
   files.atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
@@ -107,7 +116,8 @@ def load(path: str) -> FeatureSet:
     raise errors.DataError(f"features file {path} lacks {', '.join(missing)} (expected "
                            f"arrays {', '.join(REQUIRED)}[, paths])")
   try:
-    return FeatureSet(**{k: arrays[k] for k in REQUIRED}, paths=arrays.get("paths"))
+    return FeatureSet(**{k: arrays[k] for k in REQUIRED},
+                      **{k: arrays.get(k) for k in OPTIONAL})
   except errors.DataError as e:
     raise errors.DataError(f"features file {path}: {e}") from None
 

@@ -357,6 +357,32 @@ def evaluate_llcm(feats: features_lib.FeatureSet, direction: str,
   return results
 
 
+def evaluate_custom(feats: features_lib.FeatureSet, distance: str = "cosine",
+                    max_rank: int = 20, remove_same_camera: bool = False,
+                    rerank: Optional[RerankParams] = None) -> ranking.RankingResult:
+  """A custom list's queries against its gallery (`role`), every image, no
+  sampling; with `remove_same_camera`, the query's identity in the query's camera
+  is left out of its gallery."""
+  if feats.role is None:
+    raise errors.DataError("--protocol=custom needs the features' role array (1 query, "
+                           "2 gallery), which features of a custom list file carry")
+  query = gallery_order(feats, np.flatnonzero(feats.role == layouts.ROLE_QUERY))
+  gallery = gallery_order(feats, np.flatnonzero(feats.role == layouts.ROLE_GALLERY))
+  if not len(query) or not len(gallery):
+    raise errors.DataError(f"the custom protocol needs queries and a gallery; the "
+                           f"features hold {len(query)} query and {len(gallery)} "
+                           f"gallery images")
+  if rerank is None:
+    distmat = features_lib.distance_matrix(feats.features[query],
+                                           feats.features[gallery], distance)
+  else:
+    _, distmat = rerank_lib.re_rank_features(feats.features[query],
+                                             feats.features[gallery], distance, *rerank)
+  return ranking.evaluate_ranking(distmat, feats.ids[query], feats.ids[gallery],
+                                  feats.cams[query], feats.cams[gallery], "custom",
+                                  max_rank, remove_same_camera)
+
+
 def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
                    distance: str = "cosine", max_rank: int = 20,
                    rerank: Optional[RerankParams] = None) -> ranking.RankingResult:

@@ -8,6 +8,9 @@ Definitions (those of the official SYSU-MM01 code and of the usual RGB-IR re-id 
   rank is its identity's position in the filtered list de-duplicated by identity (first
   occurrence). mAP and mINP use the filtered, non-deduplicated list.
 - `protocol="regdb"`: no camera filter; the standard CMC (rank of the first true match).
+- `protocol="custom"`: the standard CMC; with `remove_same_camera`, gallery images
+  of the query's identity taken by the query's camera are removed (Market-1501's
+  rule).
 - `protocol="llcm"`: gallery images of the query's identity seen by the query's
   camera (the same camera in its other mode) are removed; the CMC counts each
   identity once, as for SYSU-MM01 (the LLCM authors' `eval_llcm`).
@@ -33,7 +36,7 @@ import numpy as np
 from jsia_tf import errors
 from jsia_tf.data import layouts
 
-PROTOCOLS = ("sysu", "regdb", "llcm")
+PROTOCOLS = ("sysu", "regdb", "llcm", "custom")
 # Protocols whose CMC counts each identity once (first occurrence).
 _DEDUPLICATED_CMC = ("sysu", "llcm")
 REPORTED_RANKS = (1, 5, 10, 20)
@@ -140,7 +143,8 @@ class RankedCandidates:
   ranking).
   """
 
-  def __init__(self, distmat, q_ids, g_ids, q_cams, g_cams, protocol: str):
+  def __init__(self, distmat, q_ids, g_ids, q_cams, g_cams, protocol: str,
+               remove_same_camera: bool = False):
     check_inputs(distmat, q_ids, g_ids, q_cams, g_cams, protocol)
     self.protocol = protocol
     self.q_ids = np.asarray(q_ids, np.int64)
@@ -154,7 +158,7 @@ class RankedCandidates:
       cols = np.flatnonzero(np.asarray(g_cams) == g_cam)
       if len(rows) and len(cols):
         self.ranks[np.ix_(rows, cols)] = self.removed
-    elif protocol == "llcm":
+    elif protocol == "llcm" or remove_same_camera:
       same = ((self.q_ids[:, None] == self.g_ids[None, :]) &
               (np.asarray(q_cams)[:, None] == np.asarray(g_cams)[None, :]))
       self.ranks[same] = self.removed
@@ -219,8 +223,9 @@ def metrics_of_galleries(ranked: RankedCandidates, galleries, max_rank: int = 20
 
 
 def evaluate_ranking(distmat, q_ids, g_ids, q_cams, g_cams, protocol: str,
-                     max_rank: int = 20) -> RankingResult:
+                     max_rank: int = 20, remove_same_camera: bool = False
+                     ) -> RankingResult:
   """CMC [max_rank], mAP and mINP of `distmat` [num_query, num_gallery] (smaller is
-  closer) under `protocol` ("sysu", "regdb" or "llcm"); see the module docstring."""
-  return RankedCandidates(distmat, q_ids, g_ids, q_cams, g_cams, protocol).metrics(
-      max_rank=max_rank)
+  closer) under `protocol` (one of `PROTOCOLS`); see the module docstring."""
+  return RankedCandidates(distmat, q_ids, g_ids, q_cams, g_cams, protocol,
+                          remove_same_camera).metrics(max_rank=max_rank)

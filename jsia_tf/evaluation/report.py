@@ -56,7 +56,8 @@ def id_lists(cfg: config_lib.EvalConfig, num_sets: int,
     return [(protocols.read_ids(protocols.OFFICIAL_TEST_IDS),
              "the official test_id.mat")] * num_sets
   hint = {"regdb": "RegDB: --test_ids=idx/test_visible_<trial>.txt keeps one trial's",
-          "llcm": "LLCM: --test_ids=DIR/idx/test_id.txt keeps the test split's"}
+          "llcm": "LLCM: --test_ids=DIR/idx/test_id.txt keeps the test split's",
+          "custom": "the list file's query and gallery rows"}
   return [(None, f"every identity of the file ({hint[cfg.protocol]})")] * num_sets
 
 
@@ -127,6 +128,11 @@ def evaluate_features(feature_sets: List[features_lib.FeatureSet],
     for (mode, shots), trials in results.items():
       name = f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
       settings[name] = dict(summarize(trials), mode=mode, shots=shots)
+  elif cfg.protocol == "custom":
+    result = protocols.evaluate_custom(kept_sets[0], cfg.distance, cfg.max_rank,
+                                       cfg.remove_same_camera, cfg.rerank_params)
+    settings["query->gallery"] = dict(summarize([result]),
+                                      remove_same_camera=cfg.remove_same_camera)
   elif cfg.protocol == "llcm":
     # The authors' default direction (infrared queries) first.
     for direction in [cfg.direction] if cfg.direction else ["t2v", "v2t"]:

@@ -28,6 +28,7 @@ import tensorflow as tf
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import files
+from jsia_tf.data import layouts
 from jsia_tf.data import pipeline
 from jsia_tf.data import synthetic
 from jsia_tf.data import table as table_lib
@@ -72,6 +73,10 @@ def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.
   other settings."""
   if data.data_dir or data.tfrecord_dir:
     return data
+  if data.dataset not in DEMO_DATA:
+    raise errors.ConfigError(f"--dataset={data.dataset} has no demo data set: pass "
+                             f"--data_dir (the list file {layouts.CUSTOM_LIST} or its "
+                             f"folder)")
   demo = DEMO_DATA[data.dataset]
   root = demo.output_dir
   if not os.path.isdir(root):
@@ -129,6 +134,8 @@ def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, flo
     trials = protocols.evaluate_sysu(feats, modes=["all"], shots=[1])[("all", 1)]
   elif dataset == "llcm":
     trials = protocols.evaluate_llcm(feats, "t2v")
+  elif dataset == "custom":
+    trials = [protocols.evaluate_custom(feats)]
   else:
     trials = [protocols.evaluate_regdb(feats, "v2t")]
   mean = report_lib.summarize(trials)["mean"]
