@@ -85,16 +85,21 @@ def read_sysu_split_file(root: str, split: str) -> List[int]:
   return ids
 
 
+def _require_layout(root: str, folders: Sequence[str], name: str, expected: str) -> None:
+  """Raises `DataError` unless `root` is a directory holding `folders`, naming the
+  missing ones and the `expected` layout of data set `name`."""
+  _require_dir(root, "data_dir")
+  missing = [d for d in folders if not os.path.isdir(os.path.join(root, d))]
+  if missing:
+    raise errors.DataError(f"data_dir {root} is not the {name} layout: missing "
+                           f"{', '.join(missing)} (expected {expected})")
+
+
 def check_sysu_layout(root: str) -> None:
   """Raises `DataError` unless `root` looks like SYSU-MM01 (cam1..cam6/, exp/)."""
-  _require_dir(root, "data_dir")
-  expected = [f"cam{c}" for c in layouts.SYSU_CAMERAS] + ["exp"]
-  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
-  if missing:
-    raise errors.DataError(
-        f"data_dir {root} is not the SYSU-MM01 layout: missing {', '.join(missing)} "
-        f"(expected cam1/ .. cam6/ with <pid:04d>/<n:04d>.jpg and "
-        f"exp/{{train,val,test}}_id.txt)")
+  _require_layout(root, [f"cam{c}" for c in layouts.SYSU_CAMERAS] + ["exp"], "SYSU-MM01",
+                  "cam1/ .. cam6/ with <pid:04d>/<n:04d>.jpg and "
+                  "exp/{train,val,test}_id.txt")
 
 
 SYSU_SPLITS = {"train": ("train", "val"), "test": ("test",), "val": ("val",)}
@@ -159,14 +164,9 @@ def read_sysu(root: str, split: str) -> List[ImageRecord]:
 
 def check_regdb_layout(root: str) -> None:
   """Raises `DataError` unless `root` looks like RegDB (Visible/, Thermal/, idx/)."""
-  _require_dir(root, "data_dir")
-  expected = list(layouts.REGDB_FOLDERS.values()) + ["idx"]
-  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
-  if missing:
-    raise errors.DataError(
-        f"data_dir {root} is not the RegDB layout: missing {', '.join(missing)} "
-        f"(expected Visible/<id>/*.bmp, Thermal/<id>/*.bmp and "
-        f"idx/{{train,test}}_{{visible,thermal}}_<trial>.txt)")
+  _require_layout(root, list(layouts.REGDB_FOLDERS.values()) + ["idx"], "RegDB",
+                  "Visible/<id>/*.bmp, Thermal/<id>/*.bmp and "
+                  "idx/{train,test}_{visible,thermal}_<trial>.txt")
 
 
 def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
@@ -185,19 +185,12 @@ def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
              layouts.IR: layouts.REGDB_THERMAL_CAMERA}
   records = []
   label_of_pid, pid_of_label = {}, {}
-  frames_cache = {}
+  frames = _Frames()
   for modality, folder_name in layouts.REGDB_FOLDERS.items():
     path = layouts.regdb_idx_path(root, split, modality, trial)
-    if not os.path.isfile(path):
-      raise errors.DataError(f"RegDB index file {path} is missing (expected lines "
-                             f"'{folder_name}/<id>/<file> <label>')")
-    with open(path) as f:
-      lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
-    if not lines:
-      raise errors.DataError(f"RegDB index file {path} lists no images")
-    for number, line in lines:
+    for where, line in _index_lines(path, "RegDB index file",
+                                    f"'{folder_name}/<id>/<file> <label>'"):
       parts = line.split()
-      where = f"RegDB index file {path} line {number}"
       if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
         raise errors.DataError(f"{where} is malformed: {line!r} (expected "
                                f"'{folder_name}/<id>/<file> <integer label>')")
@@ -212,18 +205,45 @@ def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
         raise errors.DataError(
             f"{where}: label {label} for identity folder {pid} contradicts an earlier "
             f"line (expected one label per identity)")
-      folder = os.path.join(root, folder_name, rel_parts[1])
-      image = os.path.join(folder, rel_parts[2])
-      if not os.path.isfile(image):
-        raise errors.DataError(f"{where}: image {image} does not exist")
-      if folder not in frames_cache:
-        frames_cache[folder] = {n: i for i, n in enumerate(list_images(folder))}
-      frame = frames_cache[folder].get(rel_parts[2])
-      if frame is None:
-        raise errors.DataError(f"{where}: {image} does not have an image extension "
-                               f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
-      records.append(ImageRecord(image, pid, cameras[modality], modality, frame))
+      image = os.path.join(root, folder_name, rel_parts[1], rel_parts[2])
+      records.append(ImageRecord(image, pid, cameras[modality], modality,
+                                 frames.of(image, where)))
   return records
+
+
+def _index_lines(path: str, what: str, expected: str):
+  """(where, line) of each non-empty line of an index file of `path label` lines,
+  `where` naming the file and line; `DataError` when the file is missing or
+  empty."""
+  if not os.path.isfile(path):
+    raise errors.DataError(f"{what} {path} is missing (expected lines {expected})")
+  with open(path) as f:
+    lines = [(f"{what} {path} line {n}", line.strip()) for n, line in enumerate(f, 1)
+             if line.strip()]
+  if not lines:
+    raise errors.DataError(f"{what} {path} lists no images")
+  return lines
+
+
+class _Frames:
+  """Frame numbers of listed images: the index among the sorted images of their
+  folder, each folder listed once."""
+
+  def __init__(self):
+    self._folders = {}
+
+  def of(self, image: str, where: str) -> int:
+    """The frame of `image`; `DataError` (naming `where`) if it is not an image."""
+    if not os.path.isfile(image):
+      raise errors.DataError(f"{where}: image {image} does not exist")
+    folder, name = os.path.split(image)
+    if folder not in self._folders:
+      self._folders[folder] = {n: i for i, n in enumerate(list_images(folder))}
+    frame = self._folders[folder].get(name)
+    if frame is None:
+      raise errors.DataError(f"{where}: {image} does not have an image extension "
+                             f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
+    return frame
 
 
 # ---------------------------------------------------------------------------------
@@ -232,14 +252,9 @@ def read_regdb(root: str, split: str, trial: int) -> List[ImageRecord]:
 
 def check_llcm_layout(root: str) -> None:
   """Raises `DataError` unless `root` looks like LLCM (idx/, test_vis/, test_nir/)."""
-  _require_dir(root, "data_dir")
-  expected = ["idx"] + list(layouts.LLCM_TEST_FOLDERS.values())
-  missing = [d for d in expected if not os.path.isdir(os.path.join(root, d))]
-  if missing:
-    raise errors.DataError(
-        f"data_dir {root} is not the LLCM layout: missing {', '.join(missing)} "
-        f"(expected idx/train_vis.txt, idx/train_nir.txt, idx/test_id.txt, "
-        f"test_vis/cam<C>/<pid:04d>/ and test_nir/cam<C>/<pid:04d>/)")
+  _require_layout(root, ["idx"] + list(layouts.LLCM_TEST_FOLDERS.values()), "LLCM",
+                  "idx/train_vis.txt, idx/train_nir.txt, idx/test_id.txt, "
+                  "test_vis/cam<C>/<pid:04d>/ and test_nir/cam<C>/<pid:04d>/")
 
 
 def _camera_of(rel: str) -> int:
@@ -292,34 +307,17 @@ def read_llcm(root: str, split: str) -> List[ImageRecord]:
                              f"{root}/{layouts.LLCM_TEST_IDS} in {root}/test_vis or "
                              f"{root}/test_nir (expected cam<C>/<pid:04d>/ folders)")
   else:
-    frames_cache = {}
+    frames = _Frames()
     for modality, list_name in layouts.LLCM_TRAIN_LISTS.items():
-      path = os.path.join(root, list_name)
-      if not os.path.isfile(path):
-        raise errors.DataError(f"LLCM list file {path} is missing (expected lines "
-                               f"'<relative/path> <label>')")
-      with open(path) as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
-      if not lines:
-        raise errors.DataError(f"LLCM list file {path} lists no images")
-      for number, line in lines:
+      for where, line in _index_lines(os.path.join(root, list_name), "LLCM list file",
+                                      "'<relative/path> <label>'"):
         parts = line.split()
-        where = f"LLCM list file {path} line {number}"
         if len(parts) != 2 or not parts[1].isdigit():
           raise errors.DataError(f"{where} is malformed: {line!r} (expected "
                                  f"'<relative/path> <non-negative integer label>')")
         image = os.path.join(root, parts[0])
-        if not os.path.isfile(image):
-          raise errors.DataError(f"{where}: image {image} does not exist")
-        folder, name = os.path.split(image)
-        if folder not in frames_cache:
-          frames_cache[folder] = {n: i for i, n in enumerate(list_images(folder))}
-        frame = frames_cache[folder].get(name)
-        if frame is None:
-          raise errors.DataError(f"{where}: {image} does not have an image extension "
-                                 f"({'/'.join(layouts.IMAGE_EXTENSIONS)})")
         records.append(ImageRecord(image, int(parts[1]), _camera_of(parts[0]), modality,
-                                   frame))
+                                   frames.of(image, where)))
   records.sort(key=lambda r: (r.modality, r.camera, r.pid, r.frame))
   return records
 

@@ -346,11 +346,8 @@ def evaluate_llcm(feats: features_lib.FeatureSet, direction: str,
   all_distances = None if rerank else features_lib.distance_matrix(
       feats.features[query], feats.features[candidates], distance)
   for gallery in llcm_galleries(feats, candidates, num_trials):
-    if rerank is None:
-      distmat = all_distances[:, np.searchsorted(candidates, gallery)]
-    else:
-      _, distmat = rerank_lib.re_rank_features(
-          feats.features[query], feats.features[gallery], distance, *rerank)
+    distmat = (all_distances[:, np.searchsorted(candidates, gallery)] if rerank is None
+               else _distances(feats, query, gallery, distance, rerank))
     results.append(ranking.evaluate_ranking(
         distmat, feats.ids[query], feats.ids[gallery], feats.cams[query],
         feats.cams[gallery], "llcm", max_rank))
@@ -366,21 +363,36 @@ def evaluate_custom(feats: features_lib.FeatureSet, distance: str = "cosine",
   if feats.role is None:
     raise errors.DataError("--protocol=custom needs the features' role array (1 query, "
                            "2 gallery), which features of a custom list file carry")
-  query = gallery_order(feats, np.flatnonzero(feats.role == layouts.ROLE_QUERY))
-  gallery = gallery_order(feats, np.flatnonzero(feats.role == layouts.ROLE_GALLERY))
+  query, gallery = _query_and_gallery(feats, feats.role == layouts.ROLE_QUERY,
+                                      feats.role == layouts.ROLE_GALLERY,
+                                      "the custom protocol needs queries and a gallery")
+  return ranking.evaluate_ranking(
+      _distances(feats, query, gallery, distance, rerank), feats.ids[query],
+      feats.ids[gallery], feats.cams[query], feats.cams[gallery], "custom", max_rank,
+      remove_same_camera)
+
+
+def _query_and_gallery(feats: features_lib.FeatureSet, query_mask: np.ndarray,
+                       gallery_mask: np.ndarray, need: str) -> Tuple[np.ndarray, np.ndarray]:
+  """The rows of the two masks in the gallery order; `DataError` saying `need` when
+  either is empty."""
+  query = gallery_order(feats, np.flatnonzero(query_mask))
+  gallery = gallery_order(feats, np.flatnonzero(gallery_mask))
   if not len(query) or not len(gallery):
-    raise errors.DataError(f"the custom protocol needs queries and a gallery; the "
-                           f"features hold {len(query)} query and {len(gallery)} "
-                           f"gallery images")
+    raise errors.DataError(f"{need}; the features hold {len(query)} query and "
+                           f"{len(gallery)} gallery images")
+  return query, gallery
+
+
+def _distances(feats: features_lib.FeatureSet, query: np.ndarray, gallery: np.ndarray,
+               distance: str, rerank: Optional[RerankParams]) -> np.ndarray:
+  """[Q, G] distances of the rows `query` to the rows `gallery`, re-ranked with
+  `rerank` (k1, k2, lambda) when given."""
   if rerank is None:
-    distmat = features_lib.distance_matrix(feats.features[query],
-                                           feats.features[gallery], distance)
-  else:
-    _, distmat = rerank_lib.re_rank_features(feats.features[query],
-                                             feats.features[gallery], distance, *rerank)
-  return ranking.evaluate_ranking(distmat, feats.ids[query], feats.ids[gallery],
-                                  feats.cams[query], feats.cams[gallery], "custom",
-                                  max_rank, remove_same_camera)
+    return features_lib.distance_matrix(feats.features[query], feats.features[gallery],
+                                        distance)
+  return rerank_lib.re_rank_features(feats.features[query], feats.features[gallery],
+                                     distance, *rerank)[1]
 
 
 def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
@@ -391,18 +403,10 @@ def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
   if direction not in REGDB_DIRECTIONS:
     raise errors.DataError(f"unknown RegDB direction {direction!r}; expected v2t or t2v")
   query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
-  query = gallery_order(feats, np.flatnonzero(feats.modality == query_modality))
-  gallery = gallery_order(feats, np.flatnonzero(feats.modality == gallery_modality))
-  if not len(query) or not len(gallery):
-    raise errors.DataError(f"RegDB {direction} needs both visible and thermal images; "
-                           f"the features hold {len(query)} query and {len(gallery)} "
-                           f"gallery images")
-  if rerank is None:
-    distmat = features_lib.distance_matrix(feats.features[query],
-                                           feats.features[gallery], distance)
-  else:
-    _, distmat = rerank_lib.re_rank_features(feats.features[query],
-                                             feats.features[gallery], distance, *rerank)
-  return ranking.evaluate_ranking(distmat, feats.ids[query], feats.ids[gallery],
-                                  feats.cams[query], feats.cams[gallery], "regdb",
-                                  max_rank)
+  query, gallery = _query_and_gallery(feats, feats.modality == query_modality,
+                                      feats.modality == gallery_modality,
+                                      f"RegDB {direction} needs both visible and thermal "
+                                      f"images")
+  return ranking.evaluate_ranking(
+      _distances(feats, query, gallery, distance, rerank), feats.ids[query],
+      feats.ids[gallery], feats.cams[query], feats.cams[gallery], "regdb", max_rank)
