@@ -127,11 +127,14 @@ def _check_finite_weights(trainer, step: int, ckpt_dir: str) -> None:
 
 
 def quick_metrics(feats: features_lib.FeatureSet, dataset: str) -> Dict[str, float]:
-  """The periodic evaluation: SYSU-MM01 all-search single-shot over 10 gallery
-  draws, LLCM infrared->visible over 10 draws, or RegDB visible->thermal; mean R1,
-  mAP, mINP."""
+  """The periodic evaluation: SYSU-MM01 all-search single-shot over the 10 gallery
+  draws of the final evaluation (`--perm_file=auto`), LLCM infrared->visible over
+  10 draws, a custom list's queries, or RegDB visible->thermal; mean R1, mAP,
+  mINP."""
   if dataset == "sysu":
-    trials = protocols.evaluate_sysu(feats, modes=["all"], shots=[1])[("all", 1)]
+    perm, _ = report_lib.gallery_draws("auto", feats, protocols.SYSU_TRIALS)
+    trials = protocols.evaluate_sysu(feats, modes=["all"], shots=[1],
+                                     perm=perm)[("all", 1)]
   elif dataset == "llcm":
     trials = protocols.evaluate_llcm(feats, "t2v")
   elif dataset == "custom":
