@@ -239,9 +239,12 @@ class EvalConfig(RerankOptions):
     require(self.max_rank >= 20, "max_rank", self.max_rank,
             "an integer >= 20 (R20 is reported)")
     if self.protocol in ("sysu", "llcm", "custom") and self.features:
+      name = {"sysu": "SYSU-MM01 (its 10 trials are gallery draws)",
+              "llcm": "LLCM (its 10 trials are gallery draws)",
+              "custom": "a custom list"}[self.protocol]
       require(len(self.features) == 1, "features", ",".join(self.features),
-              f"one file for {self.protocol} (its 10 trials are gallery draws); "
-              f"several files, one per trained trial, are for RegDB")
+              f"one file for {name}; several files, one per trained trial, are for "
+              f"RegDB")
     if self.protocol == "sysu":
       require(not self.direction, "direction", self.direction,
               "no --direction with --protocol=sysu")

@@ -1,10 +1,13 @@
-"""Evaluates a features file under the SYSU-MM01 or RegDB protocol.
+"""Evaluates a features file under the SYSU-MM01, RegDB, LLCM or a custom protocol.
 
   python -m jsia_tf.evaluate --features=test.npz --protocol=sysu \
-      [--mode=all|indoor] [--shots=1|10] [--perm_file=rand_perm_cam.mat] \
-      [--distance=cosine|euclidean] [--output_json=FILE]
+      [--mode=all|indoor] [--shots=1|10] [--perm_file=auto|official|seeded|FILE] \
+      [--test_ids=test_id.mat|DIR/exp/test_id.txt|all] \
+      [--distance=cosine|euclidean] [--rerank] [--output_json=FILE]
   python -m jsia_tf.evaluate --features=trial1.npz,...,trial10.npz --protocol=regdb \
       [--direction=v2t|t2v]
+  python -m jsia_tf.evaluate --features=test.npz --protocol=llcm [--direction=t2v|v2t]
+  python -m jsia_tf.evaluate --checkpoint=WORKDIR --protocol=custom [--remove_same_camera]
   python -m jsia_tf.evaluate --checkpoint=WORKDIR [--data_dir=DIR] [--output_features=F]
   python -m jsia_tf.evaluate --saved_model=EXPORT_DIR [--data_dir=DIR]
 """

@@ -116,12 +116,12 @@ def test_evaluate_output_json_full_or_a_folder(tiny_run, tmp_path):
   features = os.path.join(tiny_run, "eval", "features.npz")
   report = tmp_path / "report.json"
   result = _run_with_file_size_limit(
-      1_000, "-m", "jsia_tf.evaluate", f"--features={features}",
+      1_000, "-m", "jsia_tf.evaluate", f"--features={features}", "--test_ids=all",
       f"--output_json={report}")
   _one_error_line(result, f"cannot write {report}", "File too large")
   assert os.listdir(tmp_path) == []  # no report, no temporary file
   result = _run_with_file_size_limit(
-      10**9, "-m", "jsia_tf.evaluate", f"--features={features}",
+      10**9, "-m", "jsia_tf.evaluate", f"--features={features}", "--test_ids=all",
       f"--output_json={tmp_path}")
   _one_error_line(result, f"cannot write {tmp_path}", "is a directory")
 
