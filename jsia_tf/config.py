@@ -565,6 +565,24 @@ class ExportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+  """What `python -m jsia_tf.embed` embeds: the images of `images` (a folder, a text
+  file of paths or a custom CSV list file) with the export `model`, into the
+  features file `output`."""
+
+  model: str = ""
+  images: str = ""
+  output: str = ""
+  batch_size: int = 64
+
+  def __post_init__(self):
+    for name in ("model", "images", "output"):
+      require(bool(getattr(self, name)), name, getattr(self, name), "a path")
+    require(self.output.endswith(".npz"), "output", self.output, "a .npz file name")
+    require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig(RerankOptions):
   """What `python -m jsia_tf.search` ranks: each image of `query` (a file or a
   folder) against the images under `gallery`, with the export `saved_model`."""

@@ -16,6 +16,7 @@ from PIL import Image
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import pipeline
+from jsia_tf.data import readers
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import rerank
 from jsia_tf.serving import extractor as extractor_lib
@@ -211,6 +212,51 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   shutil.copy(files[-1], files[0])
   changed = run_python(*args)
   assert changed.returncode == 0 and "re-embedding" in changed.stdout, changed.stderr
+
+
+def test_embed_cli(sysu_dir, export_dir, tmp_path):
+  """A folder, a CSV list and a text list embedded into features files that the
+  evaluator reads; each embedding is the export's own."""
+  out = str(tmp_path / "all.npz")
+  result = run_python("-m", "jsia_tf.embed", f"--model={export_dir}",
+                      f"--images={sysu_dir}", f"--output={out}", "--batch_size=16")
+  assert result.returncode == 0, result.stderr
+  assert f"wrote {out}: " in result.stdout and "images/s" in result.stdout
+  feats = features_lib.load(out)
+  images = search.list_images(sysu_dir, "images")
+  assert list(feats.paths) == images
+  assert feats.ids[0] == search.labels(images[0])["id"] and set(feats.cams) == set(range(1, 7))
+  served = saved_model.Served(export_dir)
+  emb = served.embed_bytes([open(images[7], "rb").read()])
+  np.testing.assert_allclose(feats.features[7], np.asarray(emb)[0], atol=1e-5)
+  evaluated = run_python("-m", "jsia_tf.evaluate", f"--features={out}",
+                         f"--test_ids={sysu_dir}/exp/test_id.txt", "--num_trials=2")
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert "left out" in evaluated.stdout  # the training identities' images
+  # A CSV list gives its own labels and roles.
+  records = readers.read_sysu(sysu_dir, "test")
+  query = next(r for r in records if r.camera == 3)
+  gallery = next(r for r in records if r.camera == 1 and r.pid == query.pid)
+  trainable = readers.read_sysu(sysu_dir, "train")
+  pid = next(p for p in sorted({r.pid for r in trainable})
+             if {r.modality for r in trainable if r.pid == p} == {0, 1})
+  train = [next(r for r in trainable if r.pid == pid and r.modality == m) for m in (0, 1)]
+  csv_file = tmp_path / "list.csv"
+  csv_file.write_text("path,pid,camera,modality,split\n" + "".join(
+      f"{r.path},{r.pid},{r.camera},{'ir' if r.modality else 'rgb'},{split}\n"
+      for r, split in ((train[0], "train"), (train[1], "train"), (query, "query"),
+                       (gallery, "gallery"))))
+  listed = run_python("-m", "jsia_tf.embed", f"--model={export_dir}",
+                      f"--images={csv_file}", f"--output={tmp_path}/list.npz")
+  assert listed.returncode == 0, listed.stderr
+  feats = features_lib.load(str(tmp_path / "list.npz"))
+  assert sorted(feats.role.tolist()) == [0, 0, 1, 2]
+  text = tmp_path / "paths.txt"
+  text.write_text(f"{query.path}\n\nno/such.jpg\n")
+  bad = run_python("-m", "jsia_tf.embed", f"--model={export_dir}", f"--images={text}",
+                   f"--output={tmp_path}/x.npz")
+  assert bad.returncode == 2 and f"image list {text} line 3:" in bad.stderr, bad.stderr
+  assert not os.path.exists(tmp_path / "x.npz")
 
 
 def test_labels_from_folders_and_stable_ranking(tmp_path):

@@ -154,20 +154,30 @@ def _read(paths: List[str], flag: str) -> Dict[str, bytes]:
   return out
 
 
-def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
-                flag: str, log=print) -> features_lib.FeatureSet:
-  """Embeds the image files `paths` through the export's serve_image_bytes
-  signature; returns them as a features set labelled from the folder layout."""
+def embed_paths(served: saved_model.Served, paths: List[str], batch_size: int,
+                flag: str, log=print):
+  """(the decodable paths of `paths`, their [N, D] float32 embeddings) through the
+  export's serve_image_bytes signature, with a progress line every 10 s; the
+  undecodable ones are skipped, counted and named in the log."""
   data = _read(paths, flag)
   kept = list(data)
-  chunks, start = [], time.time()
+  chunks, start, last = [], time.time(), time.time()
   for i in range(0, len(kept), batch_size):
     batch = kept[i:i + batch_size]
     chunks.append(np.asarray(served.embed_bytes([data[p] for p in batch]), np.float32))
     done = i + len(batch)
-    if done == len(kept) or time.time() - start > 10:
-      rate = done / max(time.time() - start, 1e-9)
+    if done == len(kept) or time.time() - last > 10:
+      last = time.time()
+      rate = done / max(last - start, 1e-9)
       log(f"--{flag}: embedded {done}/{len(kept)} images ({rate:.0f} images/s)")
+  return kept, np.concatenate(chunks)
+
+
+def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
+                flag: str, log=print) -> features_lib.FeatureSet:
+  """Embeds the image files `paths`; returns them as a features set labelled from
+  the folder layout (`labels`)."""
+  kept, embeddings = embed_paths(served, paths, batch_size, flag, log)
   meta = [labels(p) for p in kept]
   cams = [m["camera"] for m in meta]
   ids = [m["id"] for m in meta]
@@ -176,7 +186,7 @@ def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
     frames.append(seen.get(key, 0))
     seen[key] = frames[-1] + 1
   return features_lib.FeatureSet(
-      features=np.concatenate(chunks), ids=ids, cams=cams, frames=frames,
+      features=embeddings, ids=ids, cams=cams, frames=frames,
       modality=[m["modality"] for m in meta], paths=np.asarray(kept, str))
 
 
