@@ -187,6 +187,11 @@ class RerankOptions:
     """(k1, k2, lambda), or None without `rerank`."""
     return (self.rerank_k1, self.rerank_k2, self.rerank_lambda) if self.rerank else None
 
+  @property
+  def rerank_summary(self):
+    """{"k1", "k2", "lambda"} for reports, or None without `rerank`."""
+    return dict(zip(("k1", "k2", "lambda"), self.rerank_params)) if self.rerank else None
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(RerankOptions):

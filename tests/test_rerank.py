@@ -132,8 +132,7 @@ def test_each_sysu_trial_is_re_ranked_with_its_own_gallery():
     for trial, gallery in enumerate(protocols.sysu_galleries(feats, candidates, shots,
                                                              num_trials=3)):
       g = candidates[gallery]
-      _, d = rerank.re_rank_features(feats.features[query], feats.features[g],
-                                     "cosine", *params)
+      d = rerank.distances(feats.features[query], feats.features[g], "cosine", params)
       expected = ranking.evaluate_ranking(d, feats.ids[query], feats.ids[g],
                                           feats.cams[query], feats.cams[g], "sysu")
       assert got[("all", shots)][trial].as_dict() == expected.as_dict()

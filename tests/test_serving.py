@@ -202,7 +202,7 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   assert rr["rerank"] == {"k1": 4, "k2": 2, "lambda": 0.3}
   query_feats = np.stack([np.asarray(served.embed_bytes([open(q["query"], "rb").read()]))[0]
                           for q in rr["queries"]])
-  _, d = rerank.re_rank_features(query_feats, gallery_feats.features, "cosine", 4, 2, 0.3)
+  d = rerank.distances(query_feats, gallery_feats.features, "cosine", (4, 2, 0.3))
   shown_paths = [search.shown(p) for p in gallery_feats.paths]
   for i, q in enumerate(rr["queries"]):
     expected = [shown_paths[j] for j in np.argsort(d[i], kind="stable")[:5]]

@@ -40,17 +40,17 @@ LLCM_TEST_FOLDERS = {RGB: "test_vis", IR: "test_nir"}
 LLCM_TRAIN_LISTS = {RGB: "idx/train_vis.txt", IR: "idx/train_nir.txt"}
 LLCM_TEST_IDS = "idx/test_id.txt"
 
-# Your own data (`--dataset=custom`): one CSV list file with this header; paths are
-# relative to the file; `--data_dir` is the file or the folder that holds it under
-# this name.
-CUSTOM_LIST = "list.csv"
-CUSTOM_COLUMNS = ("path", "pid", "camera", "modality", "split")
-CUSTOM_MODALITIES = {"rgb": RGB, "ir": IR}
-CUSTOM_SPLITS = ("train", "query", "gallery")
-
 # An image's role in its test split: the SYSU-MM01, RegDB and LLCM protocols derive
 # queries and galleries from camera and modality; a custom list file names them.
 ROLE_NONE, ROLE_QUERY, ROLE_GALLERY = 0, 1, 2
+
+# Your own data (`--dataset=custom`): one CSV list file with this header; paths are
+# relative to the file; `--data_dir` is the file or the folder that holds it under
+# this name. Its splits, and the role each gives an image.
+CUSTOM_LIST = "list.csv"
+CUSTOM_COLUMNS = ("path", "pid", "camera", "modality", "split")
+CUSTOM_MODALITIES = {"rgb": RGB, "ir": IR}
+CUSTOM_SPLITS = {"train": ROLE_NONE, "query": ROLE_QUERY, "gallery": ROLE_GALLERY}
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 

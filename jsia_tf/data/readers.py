@@ -59,29 +59,33 @@ def relabel(pids: Sequence[int]) -> Dict[int, int]:
 
 def read_sysu_split_file(root: str, split: str) -> List[int]:
   """The ids of `exp/{split}_id.txt`: one line of comma-separated integers."""
-  path = layouts.sysu_split_path(root, split)
+  return _read_id_line(layouts.sysu_split_path(root, split), "SYSU-MM01 split file")
+
+
+def _read_id_line(path: str, what: str) -> List[int]:
+  """The ids of a file of one line of comma-separated ids (SYSU-MM01's split files,
+  LLCM's test id file), in file order; `DataError` naming the file (`what`) when it
+  is missing, empty, malformed or lists an id twice."""
   if not os.path.isfile(path):
     raise errors.DataError(
-        f"SYSU-MM01 split file {path} is missing (expected one line of "
-        f"comma-separated person ids)")
+        f"{what} {path} is missing (expected one line of comma-separated person ids)")
   with open(path) as f:
     text = f.read()
   tokens = [t.strip() for t in text.replace("\n", ",").split(",")]
   tokens = [t for t in tokens if t]
   if not tokens:
-    raise errors.DataError(f"SYSU-MM01 split file {path} is empty (expected one line "
-                           f"of comma-separated person ids)")
+    raise errors.DataError(f"{what} {path} is empty (expected one line of "
+                           f"comma-separated person ids)")
   ids = []
   for token in tokens:
     if not token.isdigit():
       raise errors.DataError(
-          f"SYSU-MM01 split file {path} is malformed: {token!r} is not a person id "
+          f"{what} {path} is malformed: {token!r} is not a person id "
           f"(expected one line of comma-separated non-negative integers)")
     ids.append(int(token))
   if len(set(ids)) != len(ids):
     dup = sorted({i for i in ids if ids.count(i) > 1})
-    raise errors.DataError(f"SYSU-MM01 split file {path} lists ids more than once: "
-                           f"{dup[:10]}")
+    raise errors.DataError(f"{what} {path} lists ids more than once: {dup[:10]}")
   return ids
 
 
@@ -267,18 +271,8 @@ def _camera_of(rel: str) -> int:
 
 def read_llcm_test_ids(root: str) -> List[int]:
   """The ids of LLCM's `idx/test_id.txt` (comma-separated, as its authors' code)."""
-  path = os.path.join(root, layouts.LLCM_TEST_IDS)
-  if not os.path.isfile(path):
-    raise errors.DataError(f"LLCM test id file {path} is missing (expected one line "
-                           f"of comma-separated person ids)")
-  with open(path) as f:
-    tokens = [t.strip() for t in f.read().replace("\n", ",").split(",") if t.strip()]
-  bad = [t for t in tokens if not t.isdigit()]
-  if bad or not tokens:
-    raise errors.DataError(f"LLCM test id file {path} is malformed: "
-                           f"{bad[0] if bad else 'no ids'!r} (expected one line of "
-                           f"comma-separated non-negative integers)")
-  return sorted({int(t) for t in tokens})
+  return sorted(_read_id_line(os.path.join(root, layouts.LLCM_TEST_IDS),
+                              "LLCM test id file"))
 
 
 def read_llcm(root: str, split: str) -> List[ImageRecord]:
@@ -395,11 +389,10 @@ def read_custom(root: str, split: str) -> List[ImageRecord]:
     if modality is None:
       raise errors.DataError(f"{where}: modality {row['modality']!r} is not one of "
                              f"{', '.join(layouts.CUSTOM_MODALITIES)}")
-    if row["split"].lower() not in layouts.CUSTOM_SPLITS:
+    role = layouts.CUSTOM_SPLITS.get(row["split"].lower())
+    if role is None:
       raise errors.DataError(f"{where}: split {row['split']!r} is not one of "
                              f"{', '.join(layouts.CUSTOM_SPLITS)}")
-    role = {"train": layouts.ROLE_NONE, "query": layouts.ROLE_QUERY,
-            "gallery": layouts.ROLE_GALLERY}[row["split"].lower()]
     records.append(ImageRecord(image, int(row["pid"]), int(row["camera"]), modality, 0,
                                role))
     lines.append(line)

@@ -199,13 +199,16 @@ def sysu_split(feats: features_lib.FeatureSet, mode: str) -> Tuple[np.ndarray, n
   return query, candidates
 
 
-def _groups(feats: features_lib.FeatureSet, candidates: np.ndarray):
-  """(order, starts, ends): `order` sorts `candidates` by (cam, pid, frame); each
-  [start, end) of it is one (cam, pid) group."""
+def _groups(feats: features_lib.FeatureSet, candidates: np.ndarray,
+            id_major: bool = False):
+  """(order, starts, ends): `order` sorts `candidates` by (cam, pid, frame), or by
+  (pid, cam, frame) with `id_major`; each [start, end) of it is one (cam, pid)
+  group."""
   cams, pids, frames = (feats.cams[candidates], feats.ids[candidates],
                         feats.frames[candidates])
-  order = np.lexsort((frames, pids, cams))
-  key = cams[order] * (np.int64(1) << 32) + pids[order]
+  major, minor = (pids, cams) if id_major else (cams, pids)
+  order = np.lexsort((frames, minor, major))
+  key = major[order] * (np.int64(1) << 32) + minor[order]
   starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
   return order, starts, np.r_[starts[1:], len(order)]
 
@@ -314,14 +317,12 @@ def llcm_galleries(feats: features_lib.FeatureSet, rows: np.ndarray,
   LLCM authors' code draws it (`random.Random(t)`, identities then cameras
   ascending, `choice` among the frames), in the gallery order."""
   rows = np.asarray(rows, np.int64)
-  order = rows[np.lexsort((feats.frames[rows], feats.cams[rows], feats.ids[rows]))]
-  key = feats.ids[order] * (np.int64(1) << 32) + feats.cams[order]
-  starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-  sizes = np.diff(np.r_[starts, len(order)])
+  order, starts, ends = _groups(feats, rows, id_major=True)
   galleries = []
   for trial in range(num_trials):
     rng = random.Random(trial)
-    picked = [order[start + rng.choice(range(size))] for start, size in zip(starts, sizes)]
+    picked = [rows[order[start + rng.choice(range(end - start))]]
+              for start, end in zip(starts, ends)]
     galleries.append(gallery_order(feats, np.array(picked, np.int64)))
   return galleries
 
@@ -335,18 +336,17 @@ def evaluate_llcm(feats: features_lib.FeatureSet, direction: str,
   if direction not in REGDB_DIRECTIONS:
     raise errors.DataError(f"unknown LLCM direction {direction!r}; expected v2t or t2v")
   query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
-  query = gallery_order(feats, np.flatnonzero(feats.modality == query_modality))
-  candidates = np.flatnonzero(feats.modality == gallery_modality)
-  if not len(query) or not len(candidates):
-    raise errors.DataError(f"LLCM {direction} needs both visible and infrared images; "
-                           f"the features hold {len(query)} query and "
-                           f"{len(candidates)} gallery images")
+  query, candidates = _query_and_gallery(feats, feats.modality == query_modality,
+                                         feats.modality == gallery_modality,
+                                         f"LLCM {direction} needs both visible and "
+                                         f"infrared images")
   results = []
   # Every candidate's distances once; a trial takes its gallery's columns.
-  all_distances = None if rerank else features_lib.distance_matrix(
-      feats.features[query], feats.features[candidates], distance)
+  all_distances = None if rerank else _distances(feats, query, candidates, distance, None)
+  column = np.empty(len(feats.ids), np.int64)
+  column[candidates] = np.arange(len(candidates))
   for gallery in llcm_galleries(feats, candidates, num_trials):
-    distmat = (all_distances[:, np.searchsorted(candidates, gallery)] if rerank is None
+    distmat = (all_distances[:, column[gallery]] if rerank is None
                else _distances(feats, query, gallery, distance, rerank))
     results.append(ranking.evaluate_ranking(
         distmat, feats.ids[query], feats.ids[gallery], feats.cams[query],
@@ -388,11 +388,8 @@ def _distances(feats: features_lib.FeatureSet, query: np.ndarray, gallery: np.nd
                distance: str, rerank: Optional[RerankParams]) -> np.ndarray:
   """[Q, G] distances of the rows `query` to the rows `gallery`, re-ranked with
   `rerank` (k1, k2, lambda) when given."""
-  if rerank is None:
-    return features_lib.distance_matrix(feats.features[query], feats.features[gallery],
-                                        distance)
-  return rerank_lib.re_rank_features(feats.features[query], feats.features[gallery],
-                                     distance, *rerank)[1]
+  return rerank_lib.distances(feats.features[query], feats.features[gallery], distance,
+                              rerank)
 
 
 def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,

@@ -9,7 +9,6 @@ import numpy as np
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import files
-from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 from jsia_tf.evaluation import ranking
@@ -65,11 +64,8 @@ def keep_test_ids(feats: features_lib.FeatureSet, ids: IdList, name: str
                   ) -> Tuple[features_lib.FeatureSet, Dict]:
   """`feats` without the rows of identities outside `ids`, and what that left out."""
   id_array, source = ids
-  if id_array is None:
-    return feats, {"source": source, "kept_rows": len(feats.ids),
-                   "kept_ids": int(len(np.unique(feats.ids))),
-                   "left_out_rows": 0, "left_out_ids": 0}
-  kept, counts = protocols.keep_ids(feats, id_array)
+  kept, counts = protocols.keep_ids(feats, np.unique(feats.ids) if id_array is None
+                                    else id_array)
   if not counts["kept_rows"]:
     raise errors.DataError(
         f"{name}: none of its {len(np.unique(feats.ids))} identities is in {source} "
@@ -89,9 +85,7 @@ def gallery_draws(choice: str, feats: features_lib.FeatureSet, num_trials: int
     return None, seeded
   path = protocols.OFFICIAL_PERM_FILE if choice in ("auto", "official") else choice
   perm = protocols.PermFile(path)
-  candidates = protocols.gallery_order(feats, np.flatnonzero(
-      (feats.modality == layouts.RGB) &
-      np.isin(feats.cams, layouts.SYSU_GALLERY_CAMERAS["all"])))
+  _, candidates = protocols.sysu_split(feats, "all")  # indoor's are among them
   misfit = protocols.perm_misfit(feats, candidates, perm, num_trials)
   if misfit and choice == "auto":
     return None, f"{seeded} (the official perm file does not fit: {misfit})"
@@ -150,8 +144,7 @@ def evaluate_features(feature_sets: List[features_lib.FeatureSet],
   return {
       "protocol": cfg.protocol,
       "distance": cfg.distance,
-      "rerank": (dict(zip(("k1", "k2", "lambda"), cfg.rerank_params))
-                 if cfg.rerank else None),
+      "rerank": cfg.rerank_summary,
       "gallery_draws": draws,
       "test_ids": test_ids,
       "features": [os.path.abspath(f) for f in cfg.features],

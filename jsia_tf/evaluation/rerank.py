@@ -27,7 +27,7 @@ neighbour sets, the expansion and the Jaccard sums are vectorised over blocks of
 rows, so memory is the N x N distance matrix plus blocks of bounded size.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import sparse
@@ -185,11 +185,13 @@ def re_rank(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20,
   return (1.0 - lambda_value) * jaccard(v, num_q) + lambda_value * dist[:num_q, num_q:]
 
 
-def re_rank_features(query: np.ndarray, gallery: np.ndarray, distance: str,
-                     k1: int = 20, k2: int = 6, lambda_value: float = 0.3
-                     ) -> Tuple[np.ndarray, np.ndarray]:
-  """(plain [Q, G] distances, re-ranked [Q, G] distances) of two feature sets."""
+def distances(query: np.ndarray, gallery: np.ndarray, distance: str,
+              params: Optional[Tuple[int, int, float]] = None) -> np.ndarray:
+  """[Q, G] distances of two feature sets: plain, or re-ranked with `params` (k1, k2,
+  lambda) when given."""
   q_g = features_lib.distance_matrix(query, gallery, distance)
+  if params is None:
+    return q_g
   q_q = features_lib.distance_matrix(query, query, distance)
   g_g = features_lib.distance_matrix(gallery, gallery, distance)
-  return q_g, re_rank(q_g, q_q, g_g, k1, k2, lambda_value, distance)
+  return re_rank(q_g, q_q, g_g, *params, distance=distance)

@@ -222,10 +222,7 @@ def rank(queries: np.ndarray, gallery: np.ndarray, top_k: int, rerank=None):
   """Cosine ranking: (indices [Q, k], scores [Q, k]), best first; ties keep gallery
   order. The score is 1 - the distance: the cosine similarity, or with `rerank`
   (k1, k2, lambda) 1 - the k-reciprocal re-ranked distance."""
-  if rerank is None:
-    distance = features_lib.distance_matrix(queries, gallery, "cosine")
-  else:
-    _, distance = rerank_lib.re_rank_features(queries, gallery, "cosine", *rerank)
+  distance = rerank_lib.distances(queries, gallery, "cosine", rerank)
   order = np.argsort(distance, axis=1, kind="stable")[:, :top_k]
   return order, 1.0 - np.take_along_axis(distance, order, axis=1)
 
@@ -270,8 +267,7 @@ def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
   order, scores = rank(queries.features, gallery.features, top_k, cfg.rerank_params)
   out = {"saved_model": served.directory, "gallery": cfg.gallery,
          "gallery_size": len(gallery.features), "top_k": top_k,
-         "rerank": (dict(zip(("k1", "k2", "lambda"), cfg.rerank_params))
-                    if cfg.rerank else None), "queries": []}
+         "rerank": cfg.rerank_summary, "queries": []}
   for i, path in enumerate(queries.paths):
     qid = int(queries.ids[i])
     results = [{"rank": r + 1, "path": str(gallery.paths[j]), "score": float(s),
