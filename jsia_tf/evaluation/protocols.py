@@ -333,13 +333,7 @@ def evaluate_llcm(feats: features_lib.FeatureSet, direction: str,
                   ) -> List[ranking.RankingResult]:
   """LLCM's per-trial results in `direction` ("t2v": infrared queries against a
   visible gallery; "v2t": the reverse)."""
-  if direction not in REGDB_DIRECTIONS:
-    raise errors.DataError(f"unknown LLCM direction {direction!r}; expected v2t or t2v")
-  query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
-  query, candidates = _query_and_gallery(feats, feats.modality == query_modality,
-                                         feats.modality == gallery_modality,
-                                         f"LLCM {direction} needs both visible and "
-                                         f"infrared images")
+  query, candidates = _direction_rows(feats, direction, "LLCM", "infrared")
   results = []
   # Every candidate's distances once; a trial takes its gallery's columns.
   all_distances = None if rerank else _distances(feats, query, candidates, distance, None)
@@ -384,6 +378,20 @@ def _query_and_gallery(feats: features_lib.FeatureSet, query_mask: np.ndarray,
   return query, gallery
 
 
+def _direction_rows(feats: features_lib.FeatureSet, direction: str, data_set: str,
+                    other: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(query rows, gallery rows) of a cross-modality `direction` ("v2t": visible
+  queries; "t2v": the `other` modality's), naming `data_set` in its errors."""
+  if direction not in REGDB_DIRECTIONS:
+    raise errors.DataError(f"unknown {data_set} direction {direction!r}; expected v2t "
+                           f"or t2v")
+  query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
+  return _query_and_gallery(feats, feats.modality == query_modality,
+                            feats.modality == gallery_modality,
+                            f"{data_set} {direction} needs both visible and {other} "
+                            f"images")
+
+
 def _distances(feats: features_lib.FeatureSet, query: np.ndarray, gallery: np.ndarray,
                distance: str, rerank: Optional[RerankParams]) -> np.ndarray:
   """[Q, G] distances of the rows `query` to the rows `gallery`, re-ranked with
@@ -397,13 +405,7 @@ def evaluate_regdb(feats: features_lib.FeatureSet, direction: str,
                    rerank: Optional[RerankParams] = None) -> ranking.RankingResult:
   """One RegDB model's result in `direction` ("v2t" or "t2v"), re-ranked with
   `rerank` (k1, k2, lambda) when given."""
-  if direction not in REGDB_DIRECTIONS:
-    raise errors.DataError(f"unknown RegDB direction {direction!r}; expected v2t or t2v")
-  query_modality, gallery_modality = REGDB_DIRECTIONS[direction]
-  query, gallery = _query_and_gallery(feats, feats.modality == query_modality,
-                                      feats.modality == gallery_modality,
-                                      f"RegDB {direction} needs both visible and thermal "
-                                      f"images")
+  query, gallery = _direction_rows(feats, direction, "RegDB", "thermal")
   return ranking.evaluate_ranking(
       _distances(feats, query, gallery, distance, rerank), feats.ids[query],
       feats.ids[gallery], feats.cams[query], feats.cams[gallery], "regdb", max_rank)
