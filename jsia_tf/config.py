@@ -414,6 +414,9 @@ def model_config(preset: str, **overrides) -> ModelConfig:
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# What python -m jsia_tf.export writes (serving.formats: each runtime, precision).
+EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_float16", "litert_int8",
+                  "openvino", "openvino_float16")
 MIXED_PRECISION = ("", "float16", "bfloat16")
 
 # Preset -> the training settings the flags default to. The demo's fit the 15-minute
@@ -551,19 +554,43 @@ class TrainConfig:
 class ExportConfig:
   """What `python -m jsia_tf.export` exports: the newest checkpoint of `workdir`
   (or `checkpoint`, one prefix) as version `version` (0: one above the newest) of
-  `export_dir` (empty: WORKDIR/export)."""
+  `export_dir` (empty: WORKDIR/export), in the formats `format` (the SavedModel
+  always; the others inside its version), or the formats added to the existing
+  SavedModel version `saved_model`. The other formats are checked on
+  `probe_images` test images (0: all) and int8 calibrated on `calibration_images`
+  training images of the run's data set (`data_dir` overrides where it is)."""
 
   workdir: str = ""
   checkpoint: str = ""
+  saved_model: str = ""
   export_dir: str = ""
   version: int = 0
   # Permission bits the export's files and folders do NOT get (octal, as umask(1)):
   # 022 makes them readable by TF Serving running as another user.
   umask: str = "022"
+  format: Tuple[str, ...] = ("saved_model",)
+  data_dir: str = ""
+  probe_images: int = 32
+  calibration_images: int = 200
 
   def __post_init__(self):
-    require(bool(self.workdir) or bool(self.checkpoint), "workdir", self.workdir,
-            "a training workdir (or --checkpoint=WORKDIR/checkpoints/ckpt-N)")
+    require(bool(self.workdir) or bool(self.checkpoint) or bool(self.saved_model),
+            "workdir", self.workdir, "a training workdir (or --checkpoint=WORKDIR/"
+            "checkpoints/ckpt-N, or --saved_model=EXPORT_DIR/N to add formats to it)")
+    require(not (self.saved_model and (self.workdir or self.checkpoint)), "saved_model",
+            self.saved_model, "no --workdir or --checkpoint with it (one source)")
+    for name in self.format:
+      require(name in EXPORT_FORMATS, "format", name,
+              f"one or more of {', '.join(EXPORT_FORMATS)}")
+    require(len(set(self.format)) == len(self.format) and len(self.format) > 0,
+            "format", ",".join(self.format), "each format once")
+    require(not (self.saved_model and (self.export_dir or self.version)), "export_dir",
+            self.export_dir or self.version, "no --export_dir or --version with "
+            "--saved_model (its formats go into that version)")
+    require(self.probe_images >= 0, "probe_images", self.probe_images,
+            "an integer >= 0 (0: the whole test split)")
+    require(self.calibration_images >= 1, "calibration_images",
+            self.calibration_images, "an integer >= 1")
     require(self.version >= 0, "version", self.version, "an integer >= 1 (0: next)")
     require(len(self.umask) <= 4 and all(c in "01234567" for c in self.umask)
             and bool(self.umask), "umask", self.umask, "octal digits such as 022")

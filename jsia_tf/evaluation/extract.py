@@ -65,9 +65,9 @@ def evaluate_model(cfg: config_lib.EvalConfig, log=print) -> Dict:
     run, embed = restored.config, tf.function(restored.extractor.embed)
     source = f"checkpoint {restored.checkpoint} (step {restored.step})"
   else:
-    served = saved_model.Served(cfg.saved_model)
+    served = saved_model.open_model(cfg.saved_model)
     run, embed = served.config, served.embed
-    source = f"SavedModel {served.directory} (step {served.metadata['step']})"
+    source = f"export {served.directory} (step {served.metadata['step']})"
   data = run.data
   if cfg.data_dir:
     data = dataclasses.replace(data, data_dir=cfg.data_dir, tfrecord_dir="")

@@ -42,7 +42,7 @@ def _listed_paths(path: str) -> List[str]:
 
 def embed(cfg: config_lib.EmbedConfig, log=print) -> features_lib.FeatureSet:
   """Embeds the images of `cfg` and writes `cfg.output`; returns the features."""
-  served = saved_model.Served(cfg.model)
+  served = saved_model.open_model(cfg.model, "model")
   if cfg.images.endswith(".csv"):
     records = readers.read_custom(cfg.images, "train") + readers.read_custom(
         cfg.images, "test")

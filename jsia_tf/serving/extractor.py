@@ -30,8 +30,11 @@ class Extractor(tf.Module):
 
   `embed` takes images already in the model's range and size (evaluation's
   pipeline); `serve_images` takes float32 RGB [B, H, W, 3] in 0..255 of any H, W;
-  `serve_image_bytes` takes encoded JPEG/PNG/BMP strings [B]. Both serving
-  functions resize exactly as training and evaluation do (`pipeline.resize`).
+  `serve_image_bytes` takes encoded JPEG/PNG/BMP strings [B]. Both resize exactly
+  as training and evaluation do (`pipeline.resize`). `serve_fixed_size` takes
+  float32 RGB in 0..255 already at the model's size: the function the ONNX, LiteRT
+  and OpenVINO converters take (their runtimes lack the antialiased resize's op,
+  so the caller resizes with `pipeline.resize`).
   """
 
   def __init__(self, cfg: experiment.ExperimentConfig, name: str = "extractor"):
@@ -44,6 +47,9 @@ class Extractor(tf.Module):
     self.image_size = tuple(cfg.model.image_size)
     self.flip_average = cfg.train.flip_average
     self.F(tf.zeros((1,) + self.image_size + (3,)))  # creates the variables
+    self.serve_fixed_size = tf.function(
+        self._fixed_size, input_signature=[tf.TensorSpec(
+            (None,) + self.image_size + (3,), tf.float32, name="images")])
 
   @property
   def embedding_dim(self) -> int:
@@ -64,6 +70,13 @@ class Extractor(tf.Module):
     """RGB float32 [B, H, W, 3] in 0..255, any H, W -> {"embedding": [B, D]}."""
     x = pipeline.to_model_range(pipeline.resize(images, self.image_size))
     return {"embedding": self.embed(x)}
+
+  def _fixed_size(self, images):
+    """RGB float32 [B, H, W, 3] in 0..255 at the model's size -> {"embedding":
+    [B, D]}; no resize, no empty-batch branch (converters take neither)."""
+    x = pipeline.to_model_range(images)
+    return {"embedding": tf.cast(self.F.embed(x, flip_average=self.flip_average),
+                                 tf.float32)}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
   def serve_image_bytes(self, image_bytes):

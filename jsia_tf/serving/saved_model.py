@@ -5,12 +5,17 @@ config.json and `serving.json`: input size, embedding size, signatures, checkpoi
 Signatures:
   serving_default    images      float32 [B, H, W, 3] RGB 0..255 -> embedding [B, D]
   serve_image_bytes  image_bytes string  [B] JPEG/PNG/BMP      -> embedding [B, D]
-A version is written under a hidden temporary name, checked by loading it back, and
-renamed into place: TF Serving (which watches numeric names) never sees a half
-version, and a failed export leaves nothing behind.
+  serve_fixed_size   images      float32 [B, h, w, 3] RGB 0..255 at the model's
+                                 size h x w (the caller resizes) -> embedding [B, D]
+The other formats (ONNX, LiteRT, OpenVINO; `formats`) are converted from
+serve_fixed_size into EXPORT_DIR/<version>/<format>/ and checked against it on real
+test images. A version is written under a hidden temporary name, checked by loading
+it back, and renamed into place: TF Serving (which watches numeric names) never sees
+a half version, and a failed export leaves nothing behind.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Dict
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -26,11 +31,14 @@ import tensorflow as tf
 from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf.data import pipeline
+from jsia_tf.data import tfrecords
 from jsia_tf.serving import extractor as extractor_lib
+from jsia_tf.serving import formats as formats_lib
 from jsia_tf.training import experiment
 
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES = "serve_image_bytes"
+FIXED_SIZE = "serve_fixed_size"
 METADATA_FILE = "serving.json"
 _VERSION = re.compile(r"^[0-9]+$")
 # The reloaded model must reproduce the in-memory one to float32 rounding.
@@ -90,12 +98,24 @@ def _set_modes(root: str, umask: int) -> None:
       os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
+@dataclasses.dataclass
+class Images:
+  """Real images [N, H, W, 3] float32 0..255 at the model's size that check the
+  other formats (`probe`, test images) and calibrate int8 (`calibration`, training
+  images); None where no format needs them."""
+
+  probe: Optional[np.ndarray] = None
+  calibration: Optional[np.ndarray] = None
+
+
 def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
            export_dir: str, version: int = 0, checkpoint: str = "", step: int = 0,
-           log=print, umask: int = 0o022) -> str:
+           log=print, umask: int = 0o022, formats: Sequence[str] = (),
+           images: Images = Images()) -> str:
   """Writes `extractor` as version `version` (0: one above the newest) of
-  `export_dir`, its folders and files with the modes `umask` leaves; returns the
-  version directory."""
+  `export_dir` with the other `formats` inside it (checked on `images`), its
+  folders and files with the modes `umask` leaves; returns the version
+  directory."""
   version, final = new_version(export_dir, version)
   try:
     os.makedirs(export_dir, exist_ok=True)
@@ -106,6 +126,7 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
   try:
     with _sigterm_raises():
       _write_version(extractor, cfg, staging, version, checkpoint, step)
+      _write_formats(staging, formats, images, log)
       _set_modes(staging, umask)
       os.rename(staging, final)
   except (OSError, tf.errors.OpError) as e:  # disk full, permissions
@@ -145,7 +166,10 @@ def _write_version(extractor: extractor_lib.Extractor, cfg: experiment.Experimen
           SERVING_DEFAULT: {"inputs": {"images": "float32 [B, H, W, 3] RGB 0..255"},
                             "outputs": {"embedding": "float32 [B, D], L2-normalised"}},
           IMAGE_BYTES: {"inputs": {"image_bytes": "string [B] JPEG/PNG/BMP"},
-                        "outputs": {"embedding": "float32 [B, D], L2-normalised"}}},
+                        "outputs": {"embedding": "float32 [B, D], L2-normalised"}},
+          FIXED_SIZE: {"inputs": {"images": "float32 [B, h, w, 3] RGB 0..255 at "
+                                            "image_size"},
+                       "outputs": {"embedding": "float32 [B, D], L2-normalised"}}},
   }
   with tempfile.TemporaryDirectory() as assets:
     config_lib.save(cfg, os.path.join(assets, experiment.CONFIG_FILE))
@@ -158,12 +182,13 @@ def _write_version(extractor: extractor_lib.Extractor, cfg: experiment.Experimen
     servable.metadata_file = tf.saved_model.Asset(os.path.join(assets, METADATA_FILE))
     tf.saved_model.save(servable, staging, signatures={
         SERVING_DEFAULT: extractor.serve_images.get_concrete_function(),
-        IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function()})
+        IMAGE_BYTES: extractor.serve_image_bytes.get_concrete_function(),
+        FIXED_SIZE: extractor.serve_fixed_size.get_concrete_function()})
   _check(staging, extractor)
 
 
 def _check(directory: str, extractor: extractor_lib.Extractor) -> None:
-  """Loads the written SavedModel back and compares both signatures with the
+  """Loads the written SavedModel back and compares its signatures with the
   in-memory extractor on a probe image of another size than the model's."""
   h, w = extractor.image_size
   probe = np.random.default_rng(0).integers(0, 256, (2, h + 7, w + 3, 3), np.uint8)
@@ -173,7 +198,9 @@ def _check(directory: str, extractor: extractor_lib.Extractor) -> None:
       SERVING_DEFAULT: loaded.signatures[SERVING_DEFAULT](
           images=tf.constant(probe, tf.float32))["embedding"],
       IMAGE_BYTES: loaded.signatures[IMAGE_BYTES](
-          image_bytes=tf.stack([tf.io.encode_png(p) for p in probe]))["embedding"]}
+          image_bytes=tf.stack([tf.io.encode_png(p) for p in probe]))["embedding"],
+      FIXED_SIZE: loaded.signatures[FIXED_SIZE](
+          images=pipeline.resize(tf.constant(probe, tf.float32), (h, w)))["embedding"]}
   for name, value in got.items():
     diff = float(tf.reduce_max(tf.abs(value - expected)))
     if not diff <= _CHECK_TOLERANCE:
@@ -224,15 +251,104 @@ class Served:
     return self.embed_images(pipeline.from_model_range(x))
 
 
+def _write_formats(version_dir: str, names: Sequence[str], images: Images,
+                   log=print) -> Dict:
+  """Converts the SavedModel in `version_dir` into the formats `names` (saved_model
+  itself is left out) inside it (`formats.write`)."""
+  names = [n for n in names if n != formats_lib.SAVED_MODEL]
+  if not names:
+    return {}
+  loaded = tf.saved_model.load(version_dir)
+  if FIXED_SIZE not in loaded.signatures:
+    raise errors.ConfigError(
+        f"{version_dir} has no {FIXED_SIZE} signature, which the other formats are "
+        f"converted from: export its run again (python -m jsia_tf.export --workdir=...)")
+  with open(os.path.join(version_dir, "assets", METADATA_FILE)) as f:
+    served = json.load(f)
+  return formats_lib.write(names, loaded.signatures[FIXED_SIZE], version_dir,
+                           images.probe, images.calibration,
+                           os.path.join(version_dir, "assets", experiment.CONFIG_FILE),
+                           {k: served[k] for k in ("version", "checkpoint", "step", "preset",
+                                                   "flip_average", "grey_input")}, log)
+
+
+def sample_images(data: config_lib.DataConfig, split: str, count: int,
+                  image_size) -> np.ndarray:
+  """`count` images (0: all) of `split` of `data`'s data set, spread evenly over its
+  rows (which run camera by camera, so both modalities are in), float32 [N, H, W,
+  3] 0..255 at `image_size`, resized as the SavedModel resizes."""
+  table = tfrecords.load_split(data, split)
+  if not len(table):
+    raise errors.DataError(f"the {split} split of {data.data_dir} has no images")
+  n = len(table) if not count else min(count, len(table))
+  rows = np.unique(np.linspace(0, len(table) - 1, n).round().astype(int))
+  return np.stack([pipeline.decode(tf.constant(table.encoded[i]), image_size).numpy()
+                   for i in rows])
+
+
+def check_images(cfg: config_lib.ExportConfig, run: experiment.ExperimentConfig,
+                 source: str) -> Images:
+  """The probe (test) and calibration (training) images the other formats of `cfg`
+  need, from the data set of `run` (`cfg.data_dir` overrides where it is)."""
+  names = [n for n in cfg.format if n != formats_lib.SAVED_MODEL]
+  if not names:
+    return Images()
+  data = run.data
+  if cfg.data_dir:
+    data = dataclasses.replace(data, data_dir=cfg.data_dir, tfrecord_dir="")
+  elif not os.path.isdir(data.tfrecord_dir or data.data_dir):
+    raise errors.ConfigError(
+        f"--format={','.join(names)} checks every artifact on real test images, but "
+        f"the data set of {source} ({data.tfrecord_dir or data.data_dir}) is not there "
+        f"from {os.getcwd()}: pass --data_dir=where it is now")
+  size = tuple(run.model.image_size)
+  probe = sample_images(data, "test", cfg.probe_images, size)
+  calibration = (sample_images(data, "train", cfg.calibration_images, size)
+                 if any(formats_lib.FORMATS[n].precision == "int8" for n in names)
+                 else None)
+  return Images(probe, calibration)
+
+
+def open_model(path: str, flag: str = "saved_model") -> "Model":
+  """An export to embed with: a format directory of `formats` (or its model file)
+  as a `formats.Artifact`, else a SavedModel export or version as `Served`."""
+  if formats_lib.is_artifact(path):
+    return formats_lib.Artifact(path)
+  return Served(path, flag)
+
+
+# What embeds images for evaluate, embed and search: a SavedModel or a format.
+Model = Union[Served, formats_lib.Artifact]
+
+
 def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
-  """Restores the checkpoint `cfg` names and exports it (`export`); returns the
-  version directory."""
+  """Exports the checkpoint `cfg` names as a new version with its formats
+  (`export`), or adds formats to the SavedModel version `cfg.saved_model`; returns
+  the version directory."""
+  if cfg.saved_model:
+    served = Served(cfg.saved_model)
+    images = check_images(cfg, served.config, served.directory)
+    try:
+      with _sigterm_raises():
+        written = _write_formats(served.directory, cfg.format, images, log)
+    except _Terminated:
+      raise errors.JsiaError(
+          f"stopped by SIGTERM while converting {served.directory}: none of the new "
+          f"formats is left in it") from None
+    except (OSError, tf.errors.OpError) as e:
+      raise errors.OutputError(
+          f"--saved_model={cfg.saved_model}: writing the formats failed "
+          f"({errors.cause(e)}); none of them is left in {served.directory}") from None
+    for name in written:
+      _set_modes(os.path.join(served.directory, name), int(cfg.umask, 8))
+    return served.directory
   source, flag = ((cfg.checkpoint, "checkpoint") if cfg.checkpoint else
                   (cfg.workdir, "workdir"))
   workdir, _ = extractor_lib.find_checkpoint(source, flag)
   export_dir = cfg.export_dir or os.path.join(cfg.workdir or workdir, "export")
   new_version(export_dir, cfg.version)  # fail fast, before the model is built
   run = extractor_lib.restore(source, flag)
+  images = check_images(cfg, run.config, run.workdir)
   log(f"exporting {run.checkpoint} (step {run.step})")
   return export(run.extractor, run.config, export_dir, cfg.version, run.checkpoint,
-                run.step, log, umask=int(cfg.umask, 8))
+                run.step, log, umask=int(cfg.umask, 8), formats=cfg.format, images=images)

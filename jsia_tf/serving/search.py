@@ -154,7 +154,7 @@ def _read(paths: List[str], flag: str) -> Dict[str, bytes]:
   return out
 
 
-def embed_paths(served: saved_model.Served, paths: List[str], batch_size: int,
+def embed_paths(served: saved_model.Model, paths: List[str], batch_size: int,
                 flag: str, log=print):
   """(the decodable paths of `paths`, their [N, D] float32 embeddings) through the
   export's serve_image_bytes signature, with a progress line every 10 s; the
@@ -173,7 +173,7 @@ def embed_paths(served: saved_model.Served, paths: List[str], batch_size: int,
   return kept, np.concatenate(chunks)
 
 
-def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
+def embed_files(served: saved_model.Model, paths: List[str], batch_size: int,
                 flag: str, log=print) -> features_lib.FeatureSet:
   """Embeds the image files `paths`; returns them as a features set labelled from
   the folder layout (`labels`)."""
@@ -190,14 +190,14 @@ def embed_files(served: saved_model.Served, paths: List[str], batch_size: int,
       modality=[m["modality"] for m in meta], paths=np.asarray(kept, str))
 
 
-def _gallery_key(served: saved_model.Served, paths: List[str]) -> Dict:
+def _gallery_key(served: saved_model.Model, paths: List[str]) -> Dict:
   """What the cached gallery features depend on: the export and every file."""
   return {"saved_model": os.path.abspath(served.directory),
           "files": [[os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns]
                     for p in paths]}
 
 
-def gallery_features(served: saved_model.Served, cfg: config_lib.SearchConfig,
+def gallery_features(served: saved_model.Model, cfg: config_lib.SearchConfig,
                      log=print) -> features_lib.FeatureSet:
   """The gallery's features: from the cache in `cfg.output` when it is current,
   else embedded and cached."""
@@ -257,7 +257,7 @@ def draw_ranking(query_path: str, results: List[Dict], size) -> Image.Image:
 def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
   """Ranks the gallery for every query; writes a ranked-list image per query,
   rankings.json and the config to `cfg.output`; returns the rankings."""
-  served = saved_model.Served(cfg.saved_model)
+  served = saved_model.open_model(cfg.saved_model)
   query_paths = list_images(cfg.query, "query")
   os.makedirs(os.path.join(cfg.output, RANKED_DIR), exist_ok=True)
   config_lib.save(cfg, os.path.join(cfg.output, "search_config.json"))
