@@ -40,6 +40,14 @@ def _listed_paths(path: str) -> List[str]:
   return paths
 
 
+def image_paths(images: str) -> List[str]:
+  """The image files of --images: a folder (recursive), one image, or a text file
+  of paths."""
+  if os.path.isfile(images) and not images.lower().endswith(layouts.IMAGE_EXTENSIONS):
+    return _listed_paths(images)
+  return search.list_images(images, "images")
+
+
 def embed(cfg: config_lib.EmbedConfig, log=print) -> features_lib.FeatureSet:
   """Embeds the images of `cfg` and writes `cfg.output`; returns the features."""
   served = saved_model.open_model(cfg.model, "model")
@@ -55,10 +63,8 @@ def embed(cfg: config_lib.EmbedConfig, log=print) -> features_lib.FeatureSet:
         frames=[r.frame for r in chosen], modality=[r.modality for r in chosen],
         paths=np.asarray(kept, str), role=[r.role for r in chosen])
   else:
-    paths = (_listed_paths(cfg.images) if os.path.isfile(cfg.images)
-             and not cfg.images.lower().endswith(layouts.IMAGE_EXTENSIONS)
-             else search.list_images(cfg.images, "images"))
-    feats = search.embed_files(served, paths, cfg.batch_size, "images", log)
+    feats = search.embed_files(served, image_paths(cfg.images), cfg.batch_size,
+                               "images", log)
   features_lib.save(cfg.output, feats)
   log(f"wrote {cfg.output}: {len(feats.features)} embeddings of dimension "
       f"{feats.features.shape[1]} from {served.directory}")
