@@ -52,6 +52,27 @@ def test_rows_table_pairs_seeds_with_the_baseline():
   assert "| 2 | 15.00 +- 2.65 |" in text and "+3.00 [+0.52, +5.48] *" in text
 
 
+def test_a_signal_stops_the_experiment_at_its_run(tmp_path, monkeypatch):
+  """A run stopped by SIGTERM ends the experiment with an error saying how to
+  resume, instead of reading a report that was never written or training on."""
+  from jsia_tf.experiments import runner  # pylint: disable=import-outside-toplevel
+  from jsia_tf.training import loop  # pylint: disable=import-outside-toplevel
+  started = []
+
+  def stopped(cfg, log):
+    started.append(cfg.train.workdir)
+    return {"step": 3, "stopped_by": "SIGTERM"}
+
+  monkeypatch.setattr(loop, "run", stopped)
+  specs = [runner.RunSpec(f"r{i}", ("--preset=tiny", "--data_dir=d"), {"i": i})
+           for i in range(3)]
+  with pytest.raises(errors.JsiaError, match=r"stopped by SIGTERM during run 1/3 r0 "
+                     r"\(its checkpoint is saved\): rerun the same command to resume it "
+                     r"and go on with the 2 after it"):
+    runner.run_all(specs, str(tmp_path), log=lambda _: None)
+  assert started == [str(tmp_path / "r0")]
+
+
 def _ablation_config(tmp_path, sysu_dir, **kwargs):
   values = {"rows": (1, 2), "seeds": 2, "output_dir": str(tmp_path / "ablation"),
             "data_dir": sysu_dir, "preset": "tiny", "warmup_steps": 1, "joint_steps": 1}

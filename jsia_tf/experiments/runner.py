@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from flags import train_flags
+from jsia_tf import errors
 from jsia_tf.experiments import stats
 from jsia_tf.training import loop
 
@@ -106,7 +107,13 @@ def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None
       cfg = train_flags.experiment_config_from_argv([*spec.argv, f"--workdir={workdir}"])
       cfg = dataclasses.replace(cfg, data=loop.with_demo_data(cfg.data, log))
       start = time.time()
-      loop.run(cfg, log=lambda line, name=spec.name: log(f"  [{name}] {line}"))
+      result = loop.run(cfg, log=lambda line, name=spec.name: log(f"  [{name}] {line}"))
+      if result.get("stopped_by"):
+        # The signal stops the experiment: later runs wait for the rerun.
+        raise errors.JsiaError(
+            f"stopped by {result['stopped_by']} during run {i + 1}/{len(specs)} "
+            f"{spec.name} (its checkpoint is saved): rerun the same command to resume "
+            f"it and go on with the {len(specs) - i - 1} after it")
       trained_seconds, trained = trained_seconds + time.time() - start, trained + 1
       keras.backend.clear_session()  # the next run builds its own networks
     with open(report_path(workdir)) as f:
