@@ -249,6 +249,33 @@ def test_float64_step_is_the_float32_step_in_float64(float64):
                                err_msg=name)
 
 
+def test_float64_constants_are_not_rounded_through_float32(float64):
+  """Under float64, the numbers Python holds (the learning rates, Adam's betas, BN's
+  momentum, LeakyReLU's slope) enter the step as float64: each one rounded through
+  float32 would put a float64 step 1e-8 to 1e-7 away from PyTorch's."""
+  tr = _trainer(lr_f=4.5e-4, beta1_f=0.9)
+  for name, optimizer in tr.optimizers.items():
+    assert tf.as_dtype(optimizer.learning_rate.dtype) == tf.float64, name
+  assert float(tr.optimizers["F"].learning_rate) == 4.5e-4
+  # One Adam step, by hand in float64 as torch.optim.Adam computes it.
+  opt = trainer_lib.TorchAdam(learning_rate=4.5e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+  w = tf.Variable(np.array([0.3, -1.2, 2.5]), dtype=tf.float64)
+  g = np.array([1e-3, -2.0, 0.5])
+  opt.apply([tf.constant(g)], [w])
+  m, v = 0.1 * g, 0.001 * g ** 2  # 1 - beta
+  expected = np.array([0.3, -1.2, 2.5]) - 4.5e-4 * (m / (1 - 0.9)) / (
+      np.sqrt(v) / np.sqrt(1 - 0.999) + 1e-8)
+  np.testing.assert_allclose(w.numpy(), expected, rtol=1e-15, atol=0)
+  # BatchNorm's running mean after one training call: 0.9 * 0 + 0.1 * batch mean.
+  bn = feature.batch_norm(False, "bn")
+  x = tf.constant(np.random.default_rng(0).normal(size=(6, 5)), tf.float64)
+  bn(x, training=True)
+  np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * x.numpy().mean(axis=0),
+                             rtol=1e-15, atol=0)
+  y = generation.leaky_relu(tf.constant([-3.0, 0.0, 2.0], tf.float64))
+  assert y.numpy().tolist() == [-3.0 * 0.2, 0.0, 2.0]
+
+
 @pytest.mark.parametrize("sl_mode", ["shared", "separate"])
 def test_one_backward_gives_every_group_the_two_backward_gradients(sl_mode, float64):
   """With every term on, the step's one backward of the total (and its code-term

@@ -182,7 +182,8 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
     if self.synchronized:
       n *= tf.distribute.get_replica_context().num_replicas_in_sync
     unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
-    momentum = keras.ops.cast(self.momentum, x.dtype)
+    # Not a cast, which takes the Python float through float32 (0.9 -> 0.89999998).
+    momentum = keras.ops.convert_to_tensor(self.momentum, x.dtype)
     self.moving_mean.assign(keras.ops.cast(
         keras.ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum),
         self.moving_mean.dtype))
@@ -379,7 +380,7 @@ class ModalityDiscriminator(generation.FromModelConfig, keras.Model):
   def call(self, m) -> List[tf.Tensor]:
     y = m
     for conv in self.convs:
-      y = tf.nn.leaky_relu(conv(generation.reflect_pad(y, 1)), alpha=0.2)
+      y = generation.leaky_relu(conv(generation.reflect_pad(y, 1)))
     return [self.out(y)]
 
 

@@ -129,6 +129,13 @@ def reflect_pad(x: tf.Tensor, pad: int) -> tf.Tensor:
   return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
 
 
+def leaky_relu(x: tf.Tensor, alpha: float = 0.2) -> tf.Tensor:
+  """PyTorch's LeakyReLU(alpha), `alpha` made in x's dtype. tf.nn.leaky_relu keeps
+  alpha in a float32 attribute (0.2 becomes 0.20000000298), 1.5e-8 off in float64;
+  the gradient at 0 is alpha, as PyTorch's."""
+  return tf.where(x > 0, x, x * tf.constant(alpha, x.dtype))
+
+
 def avg_pool_exclude_pad(x: tf.Tensor) -> tf.Tensor:
   """PyTorch's AvgPool2d(3, stride=2, padding=1, count_include_pad=False): each
   window averages its pixels inside the image. (Keras's "same" pooling pads only at
@@ -260,6 +267,6 @@ class MultiScaleDiscriminator(FromModelConfig, keras.Model):
         x = avg_pool_exclude_pad(x)
       y = x
       for layer in layers[:-1]:
-        y = tf.nn.leaky_relu(layer(reflect_pad(y, 1)), alpha=0.2)
+        y = leaky_relu(layer(reflect_pad(y, 1)))
       outputs.append(layers[-1](y))
     return outputs

@@ -84,13 +84,25 @@ class TorchAdam(keras.optimizers.Adam):
   trainer, as PyTorch's `weight_decay` does.
   """
 
+  def __init__(self, *args, **kwargs):
+    # Keras makes the lr variable in floatx (float32) whatever the policy: under a
+    # float64 policy, 4.5e-4 in float32 would put every update 2e-8 off.
+    floatx = keras.backend.floatx()
+    keras.backend.set_floatx(keras.mixed_precision.global_policy().variable_dtype)
+    try:
+      super().__init__(*args, **kwargs)
+    finally:
+      keras.backend.set_floatx(floatx)
+
   def update_step(self, gradient, variable, learning_rate):
     ops = keras.ops
     dtype = variable.dtype
     lr, gradient = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
     t = ops.cast(self.iterations + 1, dtype)
-    bias_1 = 1.0 - ops.power(ops.cast(self.beta_1, dtype), t)
-    bias_2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), t)
+    # convert_to_tensor, not cast: a cast takes the Python float through float32
+    # (0.999 -> 0.99900001287), which a float64 step would carry.
+    bias_1 = 1.0 - ops.power(ops.convert_to_tensor(self.beta_1, dtype), t)
+    bias_2 = 1.0 - ops.power(ops.convert_to_tensor(self.beta_2, dtype), t)
     m = self._momentums[self._get_variable_index(variable)]
     v = self._velocities[self._get_variable_index(variable)]
     self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - self.beta_1))
