@@ -170,3 +170,28 @@ def test_evaluate_and_embed_take_a_format(exported, tmp_path):
   assert result.returncode == 0, result.stderr
   assert np.max(np.abs(features_lib.load(str(tmp_path / "ov.npz")).features
                        - reference.features[:5])) <= 1e-4
+
+
+def test_openvino_sends_nothing(tmp_path):
+  """OpenVINO's usage statistics (sent from a forked process from the moment it is
+  imported) stay off: converting and running a model forks nothing."""
+  script = f"""
+import multiprocessing
+import numpy as np
+import tensorflow as tf
+forks = []
+start = multiprocessing.Process.start
+multiprocessing.Process.start = lambda self: (forks.append(self), start(self))[1]
+from jsia_tf.serving import formats
+
+@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="images")])
+def f(images):
+  return {{"embedding": tf.math.l2_normalize(images * 2.0, axis=-1)}}
+
+fmt = formats.FORMATS["openvino"]
+run = formats.Runtime(fmt, formats.convert(fmt, f, {str(tmp_path)!r}))
+print(run(np.ones([2, 4], np.float32)).tolist(), len(forks))
+"""
+  result = run_python("-c", script)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split("\n")[-2] == "[[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]] 0"

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from typing import Callable, Dict, Optional, Sequence
 
@@ -69,6 +70,12 @@ assert config_lib.EXPORT_FORMATS == (SAVED_MODEL,) + tuple(FORMATS)
 
 def _import(fmt: Format, module: str):
   """Imports a runtime's module; ConfigError with the install command if absent."""
+  if fmt.runtime == "openvino":
+    # OpenVINO sends usage statistics from the moment it is imported, over the
+    # network, from a forked process: a fork of a process running TensorFlow's
+    # threads can hang or die (it did under pytest), and nothing here may reach for
+    # the network. Without openvino_telemetry its modules take their own no-op stub.
+    sys.modules.setdefault("openvino_telemetry", None)
   try:
     return __import__(module, fromlist=["_"])
   except ImportError as e:
