@@ -415,8 +415,8 @@ def model_config(preset: str, **overrides) -> ModelConfig:
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # What python -m jsia_tf.export writes (serving.formats: each runtime, precision).
-EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_float16", "litert_int8",
-                  "openvino", "openvino_float16")
+EXPORT_FORMATS = ("saved_model", "onnx", "onnx_float16", "onnx_int8", "litert",
+                  "litert_float16", "litert_int8", "openvino", "openvino_float16")
 MIXED_PRECISION = ("", "float16", "bfloat16")
 
 # Preset -> the training settings the flags default to. The demo's fit the 15-minute

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -58,6 +59,9 @@ class Format:
 
 FORMATS = {f.name: f for f in (
     Format("onnx", "onnx", "float32", "model.onnx", "tf2onnx, onnxruntime"),
+    Format("onnx_float16", "onnx", "float16", "model.onnx",
+           "tf2onnx, onnxruntime, onnxconverter-common"),
+    Format("onnx_int8", "onnx", "int8", "model.onnx", "tf2onnx, onnxruntime"),
     Format("litert", "litert", "float32", "model.tflite", "ai-edge-litert"),
     Format("litert_float16", "litert", "float16", "model.tflite", "ai-edge-litert"),
     Format("litert_int8", "litert", "int8", "model.tflite", "ai-edge-litert"),
@@ -115,6 +119,21 @@ def convert(fmt: Format, function, directory: str,
     # The opset ONNX Runtime 1.17+ runs in full; tf2onnx's default is older.
     tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                   opset=17, output_path=path)
+    if fmt.precision == "float16":
+      onnx = _import(fmt, "onnx")
+      float16 = _import(fmt, "onnxconverter_common.float16")
+      # Input and output stay float32: callers send the float32 model's images.
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        onnx.save(float16.convert_float_to_float16(onnx.load(path), keep_io_types=True),
+                  path)
+      clamped = [w for w in caught if "truncated" in str(w.message)]
+      if clamped:  # one line, not one warning per weight
+        logging.getLogger(__name__).warning(
+            "--format=%s: %d weight(s) below float16's smallest normal number were set "
+            "to +-1e-7 by onnxconverter-common", fmt.name, len(clamped))
+    elif fmt.precision == "int8":
+      _quantize_onnx(fmt, path, _calibration(fmt, calibration))
   elif fmt.runtime == "litert":
     _import(fmt, "ai_edge_litert.interpreter")
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -123,8 +142,7 @@ def convert(fmt: Format, function, directory: str,
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
       converter.target_spec.supported_types = [tf.float16]
     elif fmt.precision == "int8":
-      if calibration is None or not len(calibration):
-        raise errors.ConfigError(f"--format={fmt.name} needs calibration images")
+      calibration = _calibration(fmt, calibration)
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
       converter.representative_dataset = lambda: ([calibration[i:i + 1]]
                                                   for i in range(len(calibration)))
@@ -137,6 +155,37 @@ def convert(fmt: Format, function, directory: str,
   else:
     raise ValueError(f"unknown runtime {fmt.runtime!r}")
   return path
+
+
+def _calibration(fmt: Format, images: Optional[np.ndarray]) -> np.ndarray:
+  if images is None or not len(images):
+    raise errors.ConfigError(f"--format={fmt.name} needs calibration images")
+  return images
+
+
+def _quantize_onnx(fmt: Format, path: str, calibration: np.ndarray) -> None:
+  """Replaces the float32 ONNX model at `path` by its static int8 quantisation
+  (QDQ, int8 weights per channel, int8 activations whose ranges come from
+  `calibration`, one image at a time as the TFLite converter takes them)."""
+  quantization = _import(fmt, "onnxruntime.quantization")
+
+  class Images(quantization.CalibrationDataReader):
+    def __init__(self):
+      self._batches = iter(calibration[i:i + 1] for i in range(len(calibration)))
+
+    def get_next(self):
+      batch = next(self._batches, None)
+      return None if batch is None else {INPUT_NAME: batch}
+
+  float32 = path + ".float32.onnx"
+  os.replace(path, float32)
+  try:
+    quantization.quantize_static(
+        float32, path, Images(), quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True, weight_type=quantization.QuantType.QInt8,
+        activation_type=quantization.QuantType.QInt8)
+  finally:
+    os.remove(float32)
 
 
 class Runtime:
