@@ -120,12 +120,14 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
     export_seconds = time.time() - start
     loaded = tf.saved_model.load(version)
     signature = loaded.signatures[saved_model.FIXED_SIZE]
+    delegates = {}
     runtimes = {
         "keras": lambda x: extractor.serve_fixed_size(tf.constant(x))["embedding"].numpy(),
         "saved_model": lambda x: signature(images=tf.constant(x))["embedding"].numpy()}
     for name in formats:
       artifact = formats_lib.Artifact(os.path.join(version, name))
       runtimes[name] = artifact.runtime
+      delegates[name] = getattr(artifact.runtime, "delegate", None)
     results = {}
     for name, run in runtimes.items():
       results[name] = {}
@@ -136,6 +138,8 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
                 ["check"] if name in formats else None)
       if checks:
         results[name]["max_abs_diff_vs_saved_model"] = checks["max_abs_diff"]
+      if delegates.get(name):
+        results[name]["litert_delegate"] = delegates[name]
   best = max(formats, key=lambda n: results[n]["batch32"]["images_per_second"]) \
       if formats and "batch32" in results["saved_model"] else None
   out = {"preset": preset, "image_size": list(size),
@@ -154,8 +158,10 @@ def main(argv):
   batches = [int(b) for b in FLAGS.batches]
   result = {"machine": machine(),
             "reference_resnet50_256x128": reference_resnet50(batches, FLAGS.seconds),
-            "presets": [measure(p, list(FLAGS.formats), batches, FLAGS.seconds)
-                        for p in FLAGS.presets]}
+            "presets": []}
+  for preset in FLAGS.presets:
+    result["presets"].append(measure(preset, list(FLAGS.formats), batches, FLAGS.seconds))
+    print(json.dumps(result["presets"][-1]), flush=True)  # each preset as it ends
   text = json.dumps(result, indent=1)
   print(text)
   if FLAGS.output:

@@ -203,8 +203,18 @@ class Runtime:
       self._run = lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     elif fmt.runtime == "litert":
       litert = _import(fmt, "ai_edge_litert.interpreter")
-      interpreter = litert.Interpreter(model_path=path, num_threads=threads or None)
-      runner = interpreter.get_signature_runner()
+      self.delegate = "XNNPACK"
+      try:
+        runner = self._litert_runner(litert, path, threads, litert.OpResolverType.AUTO)
+      except RuntimeError as e:
+        # XNNPACK refuses some int8 graphs (a ResNet-50's, "failed to prepare"):
+        # LiteRT's own kernels run them, slower.
+        logging.getLogger(__name__).warning(
+            "%s: XNNPACK cannot run it (%s); using LiteRT's builtin kernels", path,
+            str(e).splitlines()[0])
+        self.delegate = "none"
+        runner = self._litert_runner(
+            litert, path, threads, litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
       self._run = lambda x: runner(**{INPUT_NAME: x})[OUTPUT_NAME]
     elif fmt.runtime == "openvino":
       ov = _import(fmt, "openvino")
@@ -218,6 +228,17 @@ class Runtime:
       self._run = lambda x: compiled(x)[0]
     else:
       raise ValueError(f"unknown runtime {fmt.runtime!r}")
+
+  @staticmethod
+  def _litert_runner(litert, path: str, threads: int, resolver):
+    """The signature runner of a LiteRT model, tried on one blank image (a delegate
+    that cannot take the graph fails there, not on the first real batch)."""
+    interpreter = litert.Interpreter(model_path=path, num_threads=threads or None,
+                                     experimental_op_resolver_type=resolver)
+    runner = interpreter.get_signature_runner()
+    shape = runner.get_input_details()[INPUT_NAME]["shape_signature"]
+    runner(**{INPUT_NAME: np.zeros([1] + [int(d) for d in shape[1:]], np.float32)})
+    return runner
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
     return np.asarray(self._run(np.ascontiguousarray(images, np.float32)), np.float32)
