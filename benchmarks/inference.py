@@ -30,8 +30,9 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("presets", ["demo", "paper"], "Extractor presets to measure.")
-flags.DEFINE_list("formats", ["onnx", "litert", "litert_float16", "litert_int8",
-                              "openvino", "openvino_float16"],
+flags.DEFINE_list("formats", ["onnx", "onnx_float16", "onnx_int8", "litert",
+                              "litert_float16", "litert_int8", "openvino",
+                              "openvino_float16"],
                   "Exported formats to measure beside Keras and the SavedModel.")
 flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
 flags.DEFINE_float("seconds", 8.0, "Timed seconds per runtime and batch (after 3 "
