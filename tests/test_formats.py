@@ -27,12 +27,15 @@ def _quiet(_):
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
-  """A version of the tiny run with every format, and the export's log."""
-  lines = []
-  version = saved_model.export_run(config_lib.ExportConfig(
-      workdir=tiny_run, export_dir=str(tmp_path_factory.mktemp("export") / "models"),
-      format=config_lib.EXPORT_FORMATS), log=lines.append)
-  return version, lines
+  """A version of the tiny run with every format, exported by the command a user
+  runs (its own process, as the converters' native libraries expect), and the
+  export's console lines."""
+  base = str(tmp_path_factory.mktemp("export") / "models")
+  result = run_python("-m", "jsia_tf.export", f"--workdir={tiny_run}",
+                      f"--export_dir={base}",
+                      f"--format={','.join(config_lib.EXPORT_FORMATS)}")
+  assert result.returncode == 0, result.stderr
+  return os.path.join(base, "1"), result.stdout.splitlines()
 
 
 def _listing(root):
