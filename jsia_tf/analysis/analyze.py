@@ -88,15 +88,7 @@ def load_run(path: str, flag: str, data_dir: str = "", same_data_as=None) -> Run
   workdir, prefix, cfg, step = extractor_lib.load_run(path, flag)
   if same_data_as is not None:
     _check_same_data(same_data_as, cfg, workdir, flag)
-  data = cfg.data
-  if data_dir:
-    data = dataclasses.replace(data, data_dir=data_dir, tfrecord_dir="")
-  elif not os.path.isdir(data.tfrecord_dir or data.data_dir):
-    raise errors.ConfigError(
-        f"the data set of {workdir} ({experiment.CONFIG_FILE}: "
-        f"{'tfrecord_dir' if data.tfrecord_dir else 'data_dir'}="
-        f"{data.tfrecord_dir or data.data_dir}) is not there from {os.getcwd()}: pass "
-        "--data_dir=where it is now")
+  data = experiment.run_data(cfg.data, data_dir, workdir)
   num_classes = int(tfrecords.load_split(data, "train").label.max()) + 1
   # The weights come from the checkpoint: no ImageNet file is needed here.
   model = jsia.build(dataclasses.replace(cfg.model, backbone_weights=""), num_classes)

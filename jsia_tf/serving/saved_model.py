@@ -293,14 +293,9 @@ def check_images(cfg: config_lib.ExportConfig, run: experiment.ExperimentConfig,
   names = [n for n in cfg.format if n != formats_lib.SAVED_MODEL]
   if not names:
     return Images()
-  data = run.data
-  if cfg.data_dir:
-    data = dataclasses.replace(data, data_dir=cfg.data_dir, tfrecord_dir="")
-  elif not os.path.isdir(data.tfrecord_dir or data.data_dir):
-    raise errors.ConfigError(
-        f"--format={','.join(names)} checks every artifact on real test images, but "
-        f"the data set of {source} ({data.tfrecord_dir or data.data_dir}) is not there "
-        f"from {os.getcwd()}: pass --data_dir=where it is now")
+  data = experiment.run_data(
+      run.data, cfg.data_dir, source,
+      f"--format={','.join(names)} checks every artifact on real test images, but ")
   size = tuple(run.model.image_size)
   probe = sample_images(data, "test", cfg.probe_images, size)
   calibration = (sample_images(data, "train", cfg.calibration_images, size)

@@ -55,6 +55,23 @@ class ExperimentConfig:
         f"(data {self.data.image_size})")
 
 
+def run_data(data: config_lib.DataConfig, data_dir: str, source: str,
+             why: str = "") -> config_lib.DataConfig:
+  """The data set of a finished run (`data`, from its CONFIG_FILE), read from
+  `data_dir` when given (its TFRecords then no longer apply); ConfigError naming
+  --data_dir when the run's own path is not there from the working directory.
+  `why`: what the data set is needed for, leading the message."""
+  if data_dir:
+    return dataclasses.replace(data, data_dir=data_dir, tfrecord_dir="")
+  if not os.path.isdir(data.tfrecord_dir or data.data_dir):
+    raise errors.ConfigError(
+        f"{why}the data set of {source} ({CONFIG_FILE}: "
+        f"{'tfrecord_dir' if data.tfrecord_dir else 'data_dir'}="
+        f"{data.tfrecord_dir or data.data_dir}) is not there from {os.getcwd()}: pass "
+        "--data_dir=where it is now")
+  return data
+
+
 def _differences(saved: ExperimentConfig, wanted: ExperimentConfig,
                  kept: Callable[[str, str], bool]) -> List[str]:
   out = []
