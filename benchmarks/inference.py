@@ -121,7 +121,7 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
     export_seconds = time.time() - start
     loaded = tf.saved_model.load(version)
     signature = loaded.signatures[saved_model.FIXED_SIZE]
-    delegates = {}
+    delegates, checks = {}, {}
     runtimes = {
         "keras": lambda x: extractor.serve_fixed_size(tf.constant(x))["embedding"].numpy(),
         "saved_model": lambda x: signature(images=tf.constant(x))["embedding"].numpy()}
@@ -129,16 +129,15 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
       artifact = formats_lib.Artifact(os.path.join(version, name))
       runtimes[name] = artifact.runtime
       delegates[name] = getattr(artifact.runtime, "delegate", None)
+      checks[name] = artifact.metadata["check"]
     results = {}
     for name, run in runtimes.items():
       results[name] = {}
       for b in batches:
         x = rng.uniform(0, 255, (b,) + size + (3,)).astype(np.float32)
         results[name][f"batch{b}"] = timed(run, x, seconds)
-      checks = (json.load(open(os.path.join(version, name, formats_lib.ARTIFACT_FILE)))
-                ["check"] if name in formats else None)
-      if checks:
-        results[name]["max_abs_diff_vs_saved_model"] = checks["max_abs_diff"]
+      if name in checks:
+        results[name]["max_abs_diff_vs_saved_model"] = checks[name]["max_abs_diff"]
       if delegates.get(name):
         results[name]["litert_delegate"] = delegates[name]
   best = max(formats, key=lambda n: results[n]["batch32"]["images_per_second"]) \
