@@ -5,6 +5,7 @@ and embedded with by evaluate and embed as the SavedModel is."""
 import json
 import os
 import shutil
+import signal
 import sys
 
 import numpy as np
@@ -198,3 +199,38 @@ print(run(np.ones([2, 4], np.float32)).tolist(), len(forks))
   result = run_python("-c", script)
   assert result.returncode == 0, result.stderr
   assert result.stdout.split("\n")[-2] == "[[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]] 0"
+
+
+def test_a_signal_after_openvino_models_stops_the_process_cleanly(tmp_path):
+  """Two OpenVINO models that go in another order than they came must not leave the
+  thread on an unmapped alternate signal stack: the next SIGTERM reaches Python's
+  handler (a crash here was SIGSEGV, exit status -11)."""
+  script = f"""
+import faulthandler, gc, os, signal
+import numpy as np
+import tensorflow as tf
+from jsia_tf.serving import formats
+faulthandler.enable()  # an alternate signal stack on this thread, as under pytest
+
+@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="images")])
+def f(images):
+  return {{"embedding": tf.math.l2_normalize(images + 1.0, axis=-1)}}
+
+runs = []
+for name in ("openvino", "openvino_float16"):
+  fmt = formats.FORMATS[name]
+  os.makedirs(os.path.join({str(tmp_path)!r}, name))
+  runs.append(formats.Runtime(fmt, formats.convert(fmt, f, os.path.join({str(tmp_path)!r}, name))))
+  runs[-1](np.ones([2, 4], np.float32))
+del runs[0]  # the first model goes first
+gc.collect()
+runs.clear()
+gc.collect()
+got = []
+signal.signal(signal.SIGTERM, lambda sig, frame: got.append(sig))
+os.kill(os.getpid(), signal.SIGTERM)
+print("handled", got)
+"""
+  result = run_python("-c", script)
+  assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+  assert result.stdout.split("\n")[-2] == f"handled [{int(signal.SIGTERM)}]"

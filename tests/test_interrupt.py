@@ -3,7 +3,6 @@ exit 0; SIGKILL at any moment (checkpoints every step, so likely during a save)
 loses nothing but the steps after the last complete checkpoint, and the resumed
 run continues with the losses of an uninterrupted one."""
 
-import functools
 import json
 import os
 import signal
@@ -57,26 +56,6 @@ def _finish(proc, timeout=120):
   return proc.returncode, out, err
 
 
-def _in_own_process(test):
-  """Runs a test that signals its own process in a fresh interpreter: native
-  libraries an earlier test loaded in a shared pytest worker (the deployment
-  runtimes and converters) can turn a signal sent to that worker into a crash."""
-
-  @functools.wraps(test)
-  def wrapper(*args, **kwargs):
-    if os.environ.get("JSIA_OWN_PROCESS") == test.__name__:
-      return test(*args, **kwargs)
-    env = dict(os.environ, JSIA_OWN_PROCESS=test.__name__)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         f"{os.path.abspath(__file__)}::{test.__name__}"],
-        capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return None
-
-  return wrapper
-
-@_in_own_process
 def test_stop_request_turns_sigint_and_sigterm_into_a_flag_once():
   """The first signal is a request (the loop checks it after its step); the second
   gets the previous handler (Ctrl-C twice interrupts at once)."""
@@ -90,7 +69,6 @@ def test_stop_request_turns_sigint_and_sigterm_into_a_flag_once():
     assert signal.getsignal(sig) == before
 
 
-@_in_own_process
 def test_preemption_stop_runs_the_agreed_step_saves_once_then_returns_none(tmp_path):
   """multi_worker's stop is TensorFlow's PreemptionCheckpointHandler (here in its
   one-process mode): after SIGTERM the workers agree on the next step, run it,

@@ -14,6 +14,8 @@ The runtimes are an optional extra (`pip install -e .[deploy]`), imported only
 when a format is written or run.
 """
 
+import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
@@ -106,6 +108,30 @@ def frozen_function(signature):
   return fixed_size
 
 
+@contextlib.contextmanager
+def _signal_stack_kept():
+  """Puts the calling thread's alternate signal stack back after the block.
+
+  OpenVINO's CPU plugin points the thread's alternate signal stack at a stack of
+  its own while a compiled model lives, and when the model goes puts back the one
+  it found. Two models that go in another order than they came leave the thread
+  on an unmapped stack; Python's signal handlers run on that stack, so the next
+  SIGTERM or Ctrl-C crashes the process (SIGSEGV) instead of stopping it. Every
+  OpenVINO call runs inside this block, so the stack in use stays the process's
+  own. The saved `stack_t` is handed back as bytes, whatever its layout."""
+  sigaltstack = getattr(ctypes.CDLL(None), "sigaltstack", None)
+  if sigaltstack is None:  # no POSIX signals (Windows)
+    yield
+    return
+  saved = ctypes.create_string_buffer(64)  # > sizeof(stack_t) on every ABI
+  have = sigaltstack(None, saved) == 0
+  try:
+    yield
+  finally:
+    if have:
+      sigaltstack(saved, None)
+
+
 def convert(fmt: Format, function, directory: str,
             calibration: Optional[np.ndarray] = None) -> str:
   """Writes `function` (`frozen_function`'s) as `fmt` into `directory`; returns the
@@ -150,8 +176,9 @@ def convert(fmt: Format, function, directory: str,
       f.write(converter.convert())
   elif fmt.runtime == "openvino":
     ov = _import(fmt, "openvino")
-    ov.save_model(ov.convert_model(function.get_concrete_function()), path,
-                  compress_to_fp16=fmt.precision == "float16")
+    with _signal_stack_kept():
+      ov.save_model(ov.convert_model(function.get_concrete_function()), path,
+                    compress_to_fp16=fmt.precision == "float16")
   else:
     raise ValueError(f"unknown runtime {fmt.runtime!r}")
   return path
@@ -224,8 +251,13 @@ class Runtime:
           "INFERENCE_PRECISION_HINT": "f32"}
       if threads:
         properties["INFERENCE_NUM_THREADS"] = threads
-      compiled = ov.Core().compile_model(path, "CPU", properties)
-      self._run = lambda x: compiled(x)[0]
+      with _signal_stack_kept():
+        compiled = ov.Core().compile_model(path, "CPU", properties)
+
+      def run(x):
+        with _signal_stack_kept():
+          return compiled(x)[0]
+      self._run = run
     else:
       raise ValueError(f"unknown runtime {fmt.runtime!r}")
 
