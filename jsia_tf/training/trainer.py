@@ -172,9 +172,13 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, step=self.step, stage=self.stage,
         **{f"optimizer_{k}": v for k, v in self.optimizers.items()})
+    # Without AutoGraph: the step has no tensor-dependent Python control flow (a
+    # Python `if` on a tensor raises while tracing), and converting its several
+    # hundred functions made the first step of the tiny preset take minutes.
     self._steps = {stage: tf.function(self._make_step(stage),
                                       jit_compile=train.jit_compile,
-                                      reduce_retracing=True) for stage in STAGES}
+                                      reduce_retracing=True, autograph=False)
+                   for stage in STAGES}
 
   def _adam(self, lr: float, beta_1: float) -> keras.optimizers.Optimizer:
     optimizer = TorchAdam(learning_rate=lr, beta_1=beta_1, beta_2=self.cfg.train.beta2,
