@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from jsia_tf import parity
+from jsia_tf.evaluation import features as features_lib
+from jsia_tf.evaluation import protocols
 
 from conftest import run_python
 
@@ -85,3 +87,25 @@ def test_tool_errors(tmp_path):
   assert result.returncode == 2 and ("error: --gen_rows=3: expected whole identities of "
                                      "the re-id batch, a multiple of --batch_k=2 up to 8"
                                      in result.stderr)
+
+
+def test_sysu_evaluation_tool_errors(tmp_path):
+  result = run_python("tools/check_sysu_evaluation.py", f"--authors_repo={tmp_path}",
+                      f"--features={tmp_path / 'f.npz'}")
+  assert result.returncode == 2
+  assert (f"error: --authors_repo={tmp_path}: not a clone of github.com/wangguanan/"
+          f"JSIA-ReID (missing tools/evaluation/sysu_mm01_python/evaluate_sysymm01.py)"
+          in result.stderr), result.stderr
+  evaluator = tmp_path / "tools/evaluation/sysu_mm01_python"
+  (evaluator / "data_split").mkdir(parents=True)
+  (evaluator / "evaluate_sysymm01.py").write_text("")
+  # Two images of one test identity: the official perm file's galleries do not fit.
+  pid = int(protocols.read_ids(protocols.OFFICIAL_TEST_IDS)[0])
+  features_lib.save(str(tmp_path / "f.npz"), features_lib.FeatureSet(
+      np.eye(2, dtype=np.float32), ids=[pid, pid], cams=[1, 3], frames=[0, 0],
+      modality=[0, 1]))
+  result = run_python("tools/check_sysu_evaluation.py", f"--authors_repo={tmp_path}",
+                      f"--features={tmp_path / 'f.npz'}")
+  assert result.returncode == 2 and "error: " in result.stderr
+  assert f"rand_perm_cam.mat does not fit the features: cam 1 id {pid} has" in \
+      result.stderr, result.stderr

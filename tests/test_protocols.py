@@ -311,6 +311,24 @@ def test_perm_cells_have_the_official_nesting(tmp_path):
   np.testing.assert_array_equal(again[2, 0][1, 0], perm.get(3, 2))
 
 
+def test_feature_cam_cells_are_the_authors_layout(tmp_path):
+  """feature_cam{c}.mat of the SYSU-MM01 authors' Python evaluation: entry pid - 1
+  holds the (c, pid) features in frame order whatever the row order; [0, 0] where
+  the camera has no such identity."""
+  feats = features_lib.FeatureSet(
+      np.array([[3.0, 0], [1, 0], [2, 0], [9, 9], [4, 4]], np.float32),
+      ids=[2, 2, 2, 1, 2], cams=[1, 1, 1, 1, 3], frames=[2, 0, 1, 0, 0],
+      modality=[0, 0, 0, 0, 1])
+  path = str(tmp_path / "feature_cam1.mat")
+  scipy_io.savemat(path, {"feature": protocols.feature_cam_cells(feats, cam=1, num_ids=3)})
+  cells = scipy_io.loadmat(path)["feature"]
+  assert cells.shape == (3, 1)
+  np.testing.assert_array_equal(cells[0, 0], [[9, 9]])
+  np.testing.assert_array_equal(cells[1, 0], [[1, 0], [2, 0], [3, 0]])  # frames 0, 1, 2
+  assert cells[2, 0].shape == (0, 0)  # read as "no such identity" by their code
+  np.testing.assert_array_equal(protocols.feature_cam_cells(feats, 3, 2)[1, 0], [[4, 4]])
+
+
 def _their_llcm_gallery(root, modality_folder, trial):
   """The gallery paths of the LLCM authors' `process_gallery_llcm`, written out:
   random.seed(trial); for each test id (as %04d, sorted), for each camera folder in

@@ -165,6 +165,22 @@ def write_perm_file(path: str, cells: np.ndarray) -> None:
                                                       format="5"), binary=True)
 
 
+def feature_cam_cells(feats: features_lib.FeatureSet, cam: int,
+                      num_ids: int) -> np.ndarray:
+  """The features of camera `cam` as the SYSU-MM01 authors' evaluation code reads
+  them from `feature_cam{cam}.mat` (variable `feature`): a [num_ids, 1] cell array
+  whose entry pid - 1 holds the [n, D] features of (cam, pid) in frame order, the
+  order the official perm file indexes; [0, 0] where the camera has no such
+  identity."""
+  cells = np.empty((num_ids, 1), dtype=object)
+  for pid in range(1, num_ids + 1):
+    rows = np.flatnonzero((feats.cams == cam) & (feats.ids == pid))
+    rows = rows[np.argsort(feats.frames[rows], kind="stable")]
+    cells[pid - 1, 0] = (np.asarray(feats.features[rows], np.float64) if len(rows)
+                         else np.zeros((0, 0)))
+  return cells
+
+
 def official_test_layout(split_dir: str) -> Tuple[PermFile, np.ndarray]:
   """The official perm file of `split_dir` and the (id, cam, frame) rows [N, 3] of
   the real SYSU-MM01 test set as `test_id.mat` and `rand_perm_cam.mat` describe it
