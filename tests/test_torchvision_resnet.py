@@ -152,3 +152,19 @@ def test_pth_without_torch_says_which_extra(tmp_path, monkeypatch):
   monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as if not installed
   with pytest.raises(errors.ConfigError, match=r"needs torch \(pip install -e \.\[parity\]\)"):
     torchvision_resnet.read_state_dict(str(path))
+
+
+def test_a_float64_model_loads_float64_weights_unrounded():
+  """Weights go in as the variable's dtype: a float64 model (the parity check's)
+  gets 1/3 as float64's 1/3, not float32's; a float32 model gets float32's."""
+  third = np.array([0.1, 1 / 3, np.pi])
+  kernel = np.arange(6.0).reshape(3, 2, 1, 1) / 7  # torch [out, in, 1, 1]
+  names = {"w": (tf.Variable(tf.zeros([3], tf.float64)), False),
+           "k": (tf.Variable(tf.zeros([1, 1, 2, 3], tf.float64)), True),
+           "w32": (tf.Variable(tf.zeros([3], tf.float32)), False)}
+  torchvision_resnet.load_state_dict(names, {"w": third, "k": kernel, "w32": third}, "s")
+  np.testing.assert_array_equal(names["w"][0].numpy(), third)
+  np.testing.assert_array_equal(names["k"][0].numpy(),
+                                torchvision_resnet.from_torch_layout(kernel))
+  np.testing.assert_array_equal(names["w32"][0].numpy(), third.astype(np.float32))
+  assert names["w"][0].numpy()[1] != np.float64(np.float32(1 / 3))

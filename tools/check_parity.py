@@ -785,6 +785,12 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
       results[dtype] = (ours_steps, their_steps)
       if stage == "joint":
         features[dtype].append(theirs.embed(test_images))
+        # Their weights after the joint steps in our eval-mode network: the test
+        # path alone, without the trajectory's difference in the weights.
+        same = Ours(dtype, theirs.state(), sizes)
+        features[dtype].append(same.embed(test_images))
+        del same
+        _free()
         if dtype == "float32":
           test_rows += converted_rows(theirs, test_images, features[dtype][1], log)
       if dtype == "float32" and count > 1:  # the first step of ours traces the graph
@@ -796,6 +802,10 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
           "test time", "feature", "trainer (Trainer.embed) after the joint steps",
           features["float64"][0], features["float64"][1], features["float32"][0],
           features["float32"][1], note=f"{len(test_images)} images of other people"))
+      test_rows.insert(1, parity.tensor_row(
+          "test time", "feature", "their weights after the joint steps -> Trainer.embed",
+          features["float64"][2], features["float64"][1], features["float32"][2],
+          features["float32"][1], note="the same weights on both sides"))
     for k in range(count):
       (r64, s64), (c64, t64) = results["float64"][0][k], results["float64"][1][k]
       (r32, s32), (c32, t32) = results["float32"][0][k], results["float32"][1][k]

@@ -169,7 +169,8 @@ def load_state_dict(names: Mapping[str, Tuple[tf.Variable, bool]],
   for key, (variable, kernel) in names.items():
     if key not in state:
       continue
-    value = np.asarray(state[key], dtype=np.float32)
+    # In the variable's dtype: a float64 model gets float64 weights unrounded.
+    value = np.asarray(state[key], dtype=tf.as_dtype(variable.dtype).as_numpy_dtype)
     value = from_torch_layout(value, kernel) if kernel else value
     if tuple(value.shape) != tuple(variable.shape):
       torch_shape = tuple(np.asarray(state[key]).shape)
