@@ -204,7 +204,7 @@ print(run(np.ones([2, 4], np.float32)).tolist(), len(forks))
 def test_a_signal_after_openvino_models_stops_the_process_cleanly(tmp_path):
   """Two OpenVINO models that go in another order than they came must not leave the
   thread on an unmapped alternate signal stack: the next SIGTERM reaches Python's
-  handler (a crash here was SIGSEGV, exit status -11)."""
+  handler (on the unmapped stack the process dies of SIGSEGV, exit status -11)."""
   script = f"""
 import faulthandler, gc, os, signal
 import numpy as np

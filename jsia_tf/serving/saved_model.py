@@ -23,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -126,7 +126,8 @@ def export(extractor: extractor_lib.Extractor, cfg: experiment.ExperimentConfig,
   try:
     with _sigterm_raises():
       _write_version(extractor, cfg, staging, version, checkpoint, step)
-      _write_formats(staging, formats, images, log)
+      if _other_formats(formats):
+        _write_formats(Served(staging), formats, images, log)
       _set_modes(staging, umask)
       os.rename(staging, final)
   except (OSError, tf.errors.OpError) as e:  # disk full, permissions
@@ -251,25 +252,31 @@ class Served:
     return self.embed_images(pipeline.from_model_range(x))
 
 
-def _write_formats(version_dir: str, names: Sequence[str], images: Images,
+def _other_formats(names: Sequence[str]) -> List[str]:
+  """The formats of `names` that are converted from the SavedModel."""
+  return [n for n in names if n != formats_lib.SAVED_MODEL]
+
+
+def _write_formats(version: Served, names: Sequence[str], images: Images,
                    log=print) -> Dict:
-  """Converts the SavedModel in `version_dir` into the formats `names` (saved_model
-  itself is left out) inside it (`formats.write`)."""
-  names = [n for n in names if n != formats_lib.SAVED_MODEL]
+  """Converts the loaded SavedModel `version` into the formats `names` (saved_model
+  itself is left out) inside its directory (`formats.write`)."""
+  names = _other_formats(names)
   if not names:
     return {}
-  loaded = tf.saved_model.load(version_dir)
-  if FIXED_SIZE not in loaded.signatures:
+  signatures = version._model.signatures  # pylint: disable=protected-access
+  if FIXED_SIZE not in signatures:
     raise errors.ConfigError(
-        f"{version_dir} has no {FIXED_SIZE} signature, which the other formats are "
-        f"converted from: export its run again (python -m jsia_tf.export --workdir=...)")
-  with open(os.path.join(version_dir, "assets", METADATA_FILE)) as f:
-    served = json.load(f)
-  return formats_lib.write(names, loaded.signatures[FIXED_SIZE], version_dir,
+        f"{version.directory} has no {FIXED_SIZE} signature, which the other formats "
+        f"are converted from: export its run again (python -m jsia_tf.export "
+        f"--workdir=...)")
+  return formats_lib.write(names, signatures[FIXED_SIZE], version.directory,
                            images.probe, images.calibration,
-                           os.path.join(version_dir, "assets", experiment.CONFIG_FILE),
-                           {k: served[k] for k in ("version", "checkpoint", "step", "preset",
-                                                   "flip_average", "grey_input")}, log)
+                           os.path.join(version.directory, "assets",
+                                        experiment.CONFIG_FILE),
+                           {k: version.metadata[k] for k in (
+                               "version", "checkpoint", "step", "preset",
+                               "flip_average", "grey_input")}, log)
 
 
 def sample_images(data: config_lib.DataConfig, split: str, count: int,
@@ -290,7 +297,7 @@ def check_images(cfg: config_lib.ExportConfig, run: experiment.ExperimentConfig,
                  source: str) -> Images:
   """The probe (test) and calibration (training) images the other formats of `cfg`
   need, from the data set of `run` (`cfg.data_dir` overrides where it is)."""
-  names = [n for n in cfg.format if n != formats_lib.SAVED_MODEL]
+  names = _other_formats(cfg.format)
   if not names:
     return Images()
   data = experiment.run_data(
@@ -325,7 +332,7 @@ def export_run(cfg: config_lib.ExportConfig, log=print) -> str:
     images = check_images(cfg, served.config, served.directory)
     try:
       with _sigterm_raises():
-        written = _write_formats(served.directory, cfg.format, images, log)
+        written = _write_formats(served, cfg.format, images, log)
     except _Terminated:
       raise errors.JsiaError(
           f"stopped by SIGTERM while converting {served.directory}: none of the new "
