@@ -93,32 +93,28 @@ def theirs(evaluator, repo: str, feats: features_lib.FeatureSet):
     with _cwd(repo):
       for mode in protocols.SYSU_MODES:
         for shots in protocols.SYSU_SHOTS:
-          cmc, mean_ap = evaluator.evaluate_sysymm01(
-              tmp, mode, "single" if shots == 1 else "multi")
-          results[_setting(mode, shots)] = {
+          cmc, mean_ap = evaluator.evaluate_sysymm01(tmp, mode, report.shot_name(shots))
+          results[report.sysu_setting(mode, shots)] = {
               **{f"R{k}": float(cmc[k - 1]) for k in RANKS}, "mAP": float(mean_ap)}
   return results
 
 
-def ours(path: str):
+def ours(path: str, feats: features_lib.FeatureSet):
   """{setting: {R1, R10, R20, mAP}} of `python -m jsia_tf.evaluate
-  --features=PATH --perm_file=official`."""
-  settings = report.evaluate(config_lib.EvalConfig(features=(path,),
-                                                   perm_file="official"))["settings"]
+  --features=PATH --perm_file=official` (`feats`: the file, loaded)."""
+  settings = report.evaluate_features(
+      [feats], config_lib.EvalConfig(features=(path,), perm_file="official"))["settings"]
   return {name: {m: s["mean"][m] for m in [f"R{k}" for k in RANKS] + ["mAP"]}
           for name, s in settings.items()}
-
-
-def _setting(mode: str, shots: int) -> str:
-  return f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
 
 
 def compare(repo: str, path: str):
   """Rows (setting, metric, ours, theirs, |difference|, ok) of both evaluations of
   the features file `path`."""
   evaluator = load_evaluator(repo)
-  ours_by_setting = ours(path)  # first: it names a file that does not fit
-  theirs_by_setting = theirs(evaluator, os.path.abspath(repo), features_lib.load(path))
+  feats = features_lib.load(path)
+  ours_by_setting = ours(path, feats)  # first: it names a file that does not fit
+  theirs_by_setting = theirs(evaluator, os.path.abspath(repo), feats)
   rows = []
   for setting, metrics in theirs_by_setting.items():
     for metric, value in metrics.items():

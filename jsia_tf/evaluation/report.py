@@ -97,6 +97,16 @@ def gallery_draws(choice: str, feats: features_lib.FeatureSet, num_trials: int
                 else f"perm file {path}")
 
 
+def shot_name(shots: int) -> str:
+  """"single" or "multi": the SYSU-MM01 name of a gallery of `shots` per (cam, id)."""
+  return "single" if shots == 1 else "multi"
+
+
+def sysu_setting(mode: str, shots: int) -> str:
+  """The report's name of a SYSU-MM01 setting ("all-search single-shot", ...)."""
+  return f"{mode}-search {shot_name(shots)}-shot"
+
+
 def evaluate_features(feature_sets: List[features_lib.FeatureSet],
                       cfg: config_lib.EvalConfig,
                       split_ids: Optional[np.ndarray] = None) -> Dict:
@@ -120,8 +130,8 @@ def evaluate_features(feature_sets: List[features_lib.FeatureSet],
         distance=cfg.distance, num_trials=cfg.num_trials, max_rank=cfg.max_rank,
         rerank=cfg.rerank_params)
     for (mode, shots), trials in results.items():
-      name = f"{mode}-search {'single' if shots == 1 else 'multi'}-shot"
-      settings[name] = dict(summarize(trials), mode=mode, shots=shots)
+      settings[sysu_setting(mode, shots)] = dict(summarize(trials), mode=mode,
+                                                 shots=shots)
   elif cfg.protocol == "custom":
     result = protocols.evaluate_custom(kept_sets[0], cfg.distance, cfg.max_rank,
                                        cfg.remove_same_camera, cfg.rerank_params)

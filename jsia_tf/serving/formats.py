@@ -17,6 +17,7 @@ when a format is written or run.
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -108,6 +109,12 @@ def frozen_function(signature):
   return fixed_size
 
 
+@functools.lru_cache(maxsize=None)
+def _sigaltstack():
+  """libc's sigaltstack, or None where there is none (Windows)."""
+  return getattr(ctypes.CDLL(None), "sigaltstack", None)
+
+
 @contextlib.contextmanager
 def _signal_stack_kept():
   """Puts the calling thread's alternate signal stack back after the block.
@@ -119,8 +126,8 @@ def _signal_stack_kept():
   SIGTERM or Ctrl-C crashes the process (SIGSEGV) instead of stopping it. Every
   OpenVINO call runs inside this block, so the stack in use stays the process's
   own. The saved `stack_t` is handed back as bytes, whatever its layout."""
-  sigaltstack = getattr(ctypes.CDLL(None), "sigaltstack", None)
-  if sigaltstack is None:  # no POSIX signals (Windows)
+  sigaltstack = _sigaltstack()
+  if sigaltstack is None:  # no POSIX signals
     yield
     return
   saved = ctypes.create_string_buffer(64)  # > sizeof(stack_t) on every ABI

@@ -237,6 +237,11 @@ class Served:
         experiment.ExperimentConfig,
         os.path.join(self.directory, "assets", experiment.CONFIG_FILE))
 
+  @property
+  def signatures(self):
+    """The loaded SavedModel's signatures, by name."""
+    return self._model.signatures
+
   def embed_images(self, images: tf.Tensor) -> tf.Tensor:
     """RGB float32 [B, H, W, 3] in 0..255 -> embeddings [B, D] (serving_default)."""
     return self._model.signatures[SERVING_DEFAULT](
@@ -264,7 +269,7 @@ def _write_formats(version: Served, names: Sequence[str], images: Images,
   names = _other_formats(names)
   if not names:
     return {}
-  signatures = version._model.signatures  # pylint: disable=protected-access
+  signatures = version.signatures
   if FIXED_SIZE not in signatures:
     raise errors.ConfigError(
         f"{version.directory} has no {FIXED_SIZE} signature, which the other formats "

@@ -173,8 +173,8 @@ class Trainer:
         model=self.model, step=self.step, stage=self.stage,
         **{f"optimizer_{k}": v for k, v in self.optimizers.items()})
     # Without AutoGraph: the step has no tensor-dependent Python control flow (a
-    # Python `if` on a tensor raises while tracing), and converting its several
-    # hundred functions made the first step of the tiny preset take minutes.
+    # Python `if` on a tensor raises while tracing), and converting the source of
+    # its few hundred functions is about a quarter of the tracing time.
     self._steps = {stage: tf.function(self._make_step(stage),
                                       jit_compile=train.jit_compile,
                                       reduce_retracing=True, autograph=False)
