@@ -17,7 +17,9 @@ theirs| / |theirs|.
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence
+import os
+import pickle
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -148,3 +150,48 @@ def worst(names: Sequence[str], ours: Sequence[np.ndarray], theirs: Sequence[np.
   rels = [tensor_rel(a, b) for a, b in zip(ours, theirs)]
   i = int(np.argmax(rels))
   return f"worst {names[i]} {rels[i]:.1e}"
+
+
+def perturbed_state(states: Sequence[Dict[str, np.ndarray]], rel: float,
+                    rng: np.random.Generator) -> List[Dict[str, np.ndarray]]:
+  """`states` ([{name: tensor}], as a model's files) with every floating tensor moved
+  in a random direction by exactly `rel` of its norm: w + rel * ||w|| * d / ||d||,
+  d = w * n with n standard normal (so a weight moves in proportion to its size
+  and zeros stay zero). Integer tensors (counters) are kept. The test-time rows use
+  it to measure how far a network carries a weight difference of a given size."""
+  out = []
+  for state in states:
+    out.append({})
+    for name, w in state.items():
+      w = np.asarray(w)
+      if not np.issubdtype(w.dtype, np.floating):
+        out[-1][name] = w
+        continue
+      d = w * rng.standard_normal(w.shape)
+      norm_d, norm_w = float(np.linalg.norm(d)), float(np.linalg.norm(w))
+      out[-1][name] = (w + (rel * norm_w / norm_d) * d).astype(w.dtype) if norm_d else w
+  return out
+
+
+class Snapshots:
+  """Values kept on disk under `directory` (a temporary one) until asked for: the
+  trajectory's weights after every step of both sides in both dtypes would not fit
+  in memory with the models themselves."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self._count = 0
+    self._paths: Dict[Any, str] = {}
+
+  def put(self, key, value) -> None:
+    """Stores `value` (numpy arrays, dicts, lists, numbers) under `key`."""
+    path = os.path.join(self.directory, f"{self._count}.pkl")
+    self._count += 1
+    with open(path, "wb") as f:
+      pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+    self._paths[key] = path
+
+  def get(self, key):
+    """The value stored under `key`; KeyError for a key never stored."""
+    with open(self._paths[key], "rb") as f:
+      return pickle.load(f)

@@ -109,3 +109,30 @@ def test_sysu_evaluation_tool_errors(tmp_path):
   assert result.returncode == 2 and "error: " in result.stderr
   assert f"rand_perm_cam.mat does not fit the features: cam 1 id {pid} has" in \
       result.stderr, result.stderr
+
+
+def test_a_perturbed_state_moves_every_float_tensor_by_the_relative_norm_asked():
+  state = [{"w": np.array([[3.0, -4.0], [0.0, 12.0]]), "zero": np.zeros(3),
+            "count": np.array(7, np.int64)}, {"b": np.array([2.0], np.float32)}]
+  moved = parity.perturbed_state(state, 1e-3, np.random.default_rng(0))
+  w = state[0]["w"]
+  assert np.linalg.norm(moved[0]["w"] - w) / np.linalg.norm(w) == pytest.approx(1e-3,
+                                                                                rel=1e-9)
+  assert moved[0]["w"][1, 0] == 0.0  # a weight moves in proportion to its size
+  np.testing.assert_array_equal(moved[0]["zero"], np.zeros(3))
+  assert moved[0]["count"] == 7 and moved[0]["count"].dtype == np.int64
+  assert moved[1]["b"].dtype == np.float32
+  assert abs(float(moved[1]["b"][0]) / 2.0 - 1.0) == pytest.approx(1e-3, rel=1e-4)
+  assert state[0]["w"][0, 0] == 3.0  # the input is not changed
+
+
+def test_snapshots_give_back_what_was_put(tmp_path):
+  store = parity.Snapshots(str(tmp_path))
+  store.put(("joint", "ours", 0), ({"il": 1.5}, [{"w": np.arange(3.0)}]))
+  store.put(("joint", "ours", 1), "second")
+  report, state = store.get(("joint", "ours", 0))
+  assert report == {"il": 1.5}
+  np.testing.assert_array_equal(state[0]["w"], [0.0, 1.0, 2.0])
+  assert store.get(("joint", "ours", 1)) == "second"
+  with pytest.raises(KeyError):
+    store.get(("joint", "theirs", 0))

@@ -80,6 +80,9 @@ def define_flags():
   flags.DEFINE_integer("gen_rows", 4, "Rows of the G batch (whole identities of the "
                        "re-id batch).")
   flags.DEFINE_integer("steps", 5, "Joint steps of the trajectory.")
+  flags.DEFINE_enum("cost_side", "", ["", "ours", "theirs"], "Internal: run one side's "
+                    "float32 joint steps alone and print their time and this process's "
+                    "peak memory as JSON (the tool runs itself so for each side).")
   flags.mark_flag_as_required("authors_repo")
 
 
@@ -289,21 +292,26 @@ def _plain(name: str) -> str:
 class Theirs:
   """Their Base on the CPU, reset to the same initial weights before every run."""
 
-  def __init__(self, modules, torch, seed: int, weights: str):
+  def __init__(self, modules, torch, seed: int, weights: str, keep_initial: bool = True):
     self.modules, self.torch = modules, torch
     self.base = build_theirs(modules, torch, seed, weights)
-    self.initial = self.state()
+    self.initial = self.state() if keep_initial else None
 
   def state(self) -> List[Dict[str, np.ndarray]]:
     """Their four state dicts (weights and BN statistics), numpy copies."""
     return [{_plain(k): v.detach().numpy().copy() for k, v in m.state_dict().items()}
             for m in self.base.model_list]
 
+  def load(self, states) -> None:
+    """`states` (as `state()` gives them) into their modules, in the modules' dtype."""
+    for module, state in zip(self.base.model_list, states):
+      module.module.load_state_dict({k: self.torch.from_numpy(np.asarray(v))
+                                     for k, v in state.items()})
+
   def reset(self, dtype, config=None) -> None:
     """The initial weights in `dtype`, fresh optimizers and lr schedulers."""
-    torch = self.torch
-    for module, state in zip(self.base.model_list, self.initial):
-      module.module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    self.load(self.initial)
+    for module in self.base.model_list:
       module.to(dtype)
     self.base.config = types.SimpleNamespace(**(config or THEIR_CONFIG))
     self.base._init_optimizers()  # pylint: disable=protected-access
@@ -315,9 +323,10 @@ class Theirs:
     return (b.sl_enc_optimizer, b.gen_optimizer, b.dis_optimizer, b.il_enc_optimizer)
 
   def iteration(self, gen, reid, labels_gen, labels_reid, stage: str,
-                step_optimizers: bool, epoch: int = 0) -> Dict[str, Dict[str, np.ndarray]]:
+                step_optimizers: bool, epoch: int = 0,
+                capture: bool = True) -> Dict[str, Dict[str, np.ndarray]]:
     """One iteration of their `train_an_epoch` in `stage`: {function: its tensor
-    locals at return (numpy)}, plus the discriminators' outputs in "gan"."""
+    locals at return (numpy)}; nothing read (an empty dict) without `capture`."""
     torch, base = self.torch, self.base
     dtype = next(base.encoder.parameters()).dtype
     to = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype)
@@ -345,7 +354,7 @@ class Theirs:
             k: v.detach().numpy().copy() for k, v in frame.f_locals.items()
             if isinstance(v, torch.Tensor)}
 
-    sys.setprofile(profile)
+    sys.setprofile(profile if capture else None)
     try:
       with warnings.catch_warnings(), _torch_default_dtype(torch, dtype):
         warnings.simplefilter("ignore")  # deprecations of the torch API they call
@@ -389,6 +398,22 @@ class Theirs:
       base.set_train()
     f = features.numpy().astype(np.float64)
     return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+  def feature_gain(self, images, rel: float, draws: int, seed: int) -> float:
+    """How far their test features move when their weights move: the mean over
+    `draws` random directions of the features' relative change (`tensor_rel`) when
+    every tensor of their state moves by `rel` of its norm. Their weights are put
+    back after."""
+    state, reference = self.state(), self.embed(images)
+    rng = np.random.default_rng(seed)
+    changes = []
+    try:
+      for _ in range(draws):
+        self.load(parity.perturbed_state(state, rel, rng))
+        changes.append(parity.tensor_rel(self.embed(images), reference))
+    finally:
+      self.load(state)
+    return float(np.mean(changes))
 
   def save_model(self, directory: str, epoch: int) -> None:
     """Their `Base.save_model(epoch)`: model-{0..3}_{epoch}.pkl in `directory`."""
@@ -435,7 +460,7 @@ def _policy(dtype: str):
 
 class Ours:
   """jsia_tf's trainer of the paper preset as their code implements it, in `dtype`,
-  with their initial weights."""
+  with their initial weights (`states`; None: its own initialisation)."""
 
   def __init__(self, dtype: str, states, sizes: Dict[str, int]):
     # pylint: disable=import-outside-toplevel
@@ -451,10 +476,11 @@ class Ours:
       self.trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
       # Their G batch: the first gen_rows rows of the re-id batch (identity-aligned).
       self.trainer.gen_rows = self.trainer.global_gen_rows = sizes["gen_rows"]
-      authors.load_state(self.trainer.model,
-                         [{k: np.asarray(v, dtype) if np.issubdtype(v.dtype, np.floating)
-                           else v for k, v in state.items()} for state in states],
-                         [f"their {name}" for name in authors.FILES])
+      if states is not None:
+        authors.load_state(self.trainer.model,
+                           [{k: np.asarray(v, dtype) if np.issubdtype(v.dtype, np.floating)
+                             else v for k, v in state.items()} for state in states],
+                           [f"their {name}" for name in authors.FILES])
 
   def batch(self, reid, labels):
     tf = self.tf
@@ -677,6 +703,13 @@ def gradient_rows(section, files64, grads64, files32, grads32) -> List:
 
 
 DTYPES = ("float64", "float32")
+GAIN_DRAWS = 3  # random directions of the test-time tolerance's weight change
+
+
+def _scalars(captured):
+  """Their loss terms (the 0-d locals) of an iteration's captured locals."""
+  return {scope: {k: v for k, v in values.items() if np.ndim(v) == 0}
+          for scope, values in captured.items()}
 
 
 def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: int = 2,
@@ -695,6 +728,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
                              f"re-id batch, a multiple of --batch_k={batch_k} up to "
                              f"{batch_p * batch_k}")
   torch = import_torch()
+  costs = measure_costs(repo, weights, seed, batch_p, batch_k, gen_rows, steps, log)
   torch.use_deterministic_algorithms(True)
   torchvision_note = install_torchvision(torch)
   with warnings.catch_warnings():
@@ -749,71 +783,83 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   gc.collect()
 
   # 2. A trajectory of joint steps and one warm-up step, optimizers stepping; after
-  # the joint steps, the test-time features of both on images of other people.
+  # the joint steps, the test-time features of both on images of other people. Every
+  # step's weights wait on disk: in memory beside the models they would not fit.
   timings, features, test_rows = {}, {}, []
   test_reid, _ = person_batch(seed + steps, batch_p, batch_k)
   test_images = np.concatenate(test_reid)
-  for stage, count, section in (("joint", steps, "joint trajectory"),
-                                ("warmup", 1, "warm-up step")):
-    log(f"{section}: {count} step(s)")
-    results = {}
-    for dtype in DTYPES:
-      ours = Ours(dtype, theirs.initial, sizes)
-      cfg = ours.trainer.cfg.train
-      first = cfg.warmup_steps if stage == "joint" else 0
-      ours_steps, seconds = [], []
-      for k in range(count):
-        reid, labels = batches[k]
-        start = time.perf_counter()
-        report = ours.train_step(reid, labels, first + k)
-        seconds.append(time.perf_counter() - start)
-        ours_steps.append((report, ours.state()))
-      gens = [ours.gen_images(batches[k][0]) for k in range(count)]
-      if stage == "joint":
-        features[dtype] = [ours.embed(test_images)]
-      del ours
-      _free()
-      theirs.reset(torch_dtype[dtype])
-      their_steps, their_seconds = [], []
-      for k in range(count):
-        reid, labels = batches[k]
-        start = time.perf_counter()
-        captured = theirs.iteration(gens[k], reid, labels[:gen_rows], labels, stage,
-                                    step_optimizers=True)
-        their_seconds.append(time.perf_counter() - start)
-        their_steps.append((captured, theirs.state()))
-      results[dtype] = (ours_steps, their_steps)
-      if stage == "joint":
-        features[dtype].append(theirs.embed(test_images))
-        # Their weights after the joint steps in our eval-mode network: the test
-        # path alone, without the trajectory's difference in the weights.
-        same = Ours(dtype, theirs.state(), sizes)
-        features[dtype].append(same.embed(test_images))
-        del same
+  with tempfile.TemporaryDirectory(prefix="check_parity_") as scratch:
+    store = parity.Snapshots(scratch)
+    for stage, count, section in (("joint", steps, "joint trajectory"),
+                                  ("warmup", 1, "warm-up step")):
+      log(f"{section}: {count} step(s)")
+      for dtype in DTYPES:
+        ours = Ours(dtype, theirs.initial, sizes)
+        cfg = ours.trainer.cfg.train
+        first = cfg.warmup_steps if stage == "joint" else 0
+        seconds = []
+        for k in range(count):
+          reid, labels = batches[k]
+          start = time.perf_counter()
+          report = ours.train_step(reid, labels, first + k)
+          seconds.append(time.perf_counter() - start)
+          store.put((stage, "ours", dtype, k), (report, ours.state()))
+        gens = [ours.gen_images(batches[k][0]) for k in range(count)]
+        if stage == "joint":
+          features[dtype] = [ours.embed(test_images)]
+        del ours
         _free()
-        if dtype == "float32":
-          test_rows += converted_rows(theirs, test_images, features[dtype][1], log)
-      if dtype == "float32" and count > 1:  # the first step of ours traces the graph
-        timings[stage] = {"jsia_tf_s": float(np.mean(seconds[1:])),
-                          "authors_s": float(np.mean(their_seconds[1:]))}
-      gc.collect()
-    if stage == "joint":
-      test_rows.insert(0, parity.tensor_row(
-          "test time", "feature", "trainer (Trainer.embed) after the joint steps",
-          features["float64"][0], features["float64"][1], features["float32"][0],
-          features["float32"][1], note=f"{len(test_images)} images of other people"))
-      test_rows.insert(1, parity.tensor_row(
-          "test time", "feature", "their weights after the joint steps -> Trainer.embed",
-          features["float64"][2], features["float64"][1], features["float32"][2],
-          features["float32"][1], note="the same weights on both sides"))
-    for k in range(count):
-      (r64, s64), (c64, t64) = results["float64"][0][k], results["float64"][1][k]
-      (r32, s32), (c32, t32) = results["float32"][0][k], results["float32"][1][k]
-      name = f"{section}, after step {k + 1}" if count > 1 else section
-      rows += loss_rows(name, stage, r64, c64, r32, c32)
-      rows += state_rows(name, s64, t64, s32, t32)
-    del results
-    gc.collect()
+        theirs.reset(torch_dtype[dtype])
+        their_seconds = []
+        for k in range(count):
+          reid, labels = batches[k]
+          start = time.perf_counter()
+          captured = theirs.iteration(gens[k], reid, labels[:gen_rows], labels, stage,
+                                      step_optimizers=True)
+          their_seconds.append(time.perf_counter() - start)
+          store.put((stage, "theirs", dtype, k), (_scalars(captured), theirs.state()))
+          del captured
+        if stage == "joint":
+          features[dtype].append(theirs.embed(test_images))
+          # Their weights after the joint steps in our eval-mode network: the test
+          # path alone, without the trajectory's difference in the weights.
+          same = Ours(dtype, theirs.state(), sizes)
+          features[dtype].append(same.embed(test_images))
+          del same
+          _free()
+          if dtype == "float64":
+            gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
+          else:
+            test_rows += converted_rows(theirs, test_images, features[dtype][1], log)
+        if dtype == "float32" and count > 1:  # the first step of ours traces the graph
+          timings[stage] = {"jsia_tf_s": float(np.mean(seconds[1:])),
+                            "authors_s": float(np.mean(their_seconds[1:]))}
+        gc.collect()
+      if stage == "joint":
+        # Weights within the tolerance give features within what the network makes
+        # of such a difference: their own features' change when their weights move
+        # by the tolerance (a network a few steps from random weights amplifies it).
+        test_rows.insert(0, parity.tensor_row(
+            "test time", "feature", f"trainer (Trainer.embed) after {steps} steps",
+            features["float64"][0], features["float64"][1], features["float32"][0],
+            features["float32"][1], tolerance=max(parity.TOLERANCE, gain),
+            note=(f"{len(test_images)} images of other people; tolerance: their "
+                  f"features' change when their weights move by "
+                  f"{parity.TOLERANCE:g} (mean of {GAIN_DRAWS} directions)")))
+        test_rows.insert(1, parity.tensor_row(
+            "test time", "feature", "their weights after the joint steps -> Trainer.embed",
+            features["float64"][2], features["float64"][1], features["float32"][2],
+            features["float32"][1], note="the same weights on both sides"))
+      for k in range(count):
+        r64, s64 = store.get((stage, "ours", "float64", k))
+        c64, t64 = store.get((stage, "theirs", "float64", k))
+        r32, s32 = store.get((stage, "ours", "float32", k))
+        c32, t32 = store.get((stage, "theirs", "float32", k))
+        name = f"{section}, after step {k + 1}" if count > 1 else section
+        rows += loss_rows(name, stage, r64, c64, r32, c32)
+        rows += state_rows(name, s64, t64, s32, t32)
+        del s64, t64, s32, t32
+        gc.collect()
   rows += test_rows
 
   # 3. The learning rates at the stage boundary and the decay point.
@@ -825,6 +871,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
               "reid_batch": f"{batch_p}x{batch_k} per modality at 256x128",
               "gen_batch": f"{gen_rows} + {gen_rows} at 128x64", "steps": steps,
               "step_seconds_float32": timings.get("joint", {}),
+              "cost_float32": costs,
               "macs": {
                   # FLOPs of a multiply-add are 2 in torch's counter.
                   "authors_gmacs": round(sum(their_flops.values()) / 2e9, 2),
@@ -835,6 +882,70 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
                       k: round((v["forward_macs"] + v["backward_macs"]) / 1e9, 2)
                       for k, v in macs.by_network(our_macs).items()}}}
   return rows, settings
+
+
+# ---- the cost of a step, each side in a process of its own ------------------------
+
+
+def cost(side: str, repo: str, weights: str = "", seed: int = 0, batch_p: int = 4,
+         batch_k: int = 2, gen_rows: int = 4, steps: int = 5) -> Dict:
+  """`side`'s ("ours" or "theirs") float32 joint steps alone in this process, on
+  the run's batches: {"step_s": mean seconds of steps 2.., "peak_rss_gb": the
+  process's peak resident memory}. The other side is never imported, so the peak
+  is this side's framework, model, optimizer state and step."""
+  import resource  # pylint: disable=import-outside-toplevel
+  batches = [person_batch(seed + i, batch_p, batch_k) for i in range(max(steps, 2))]
+  seconds = []
+  if side == "theirs":
+    torch = import_torch()
+    torch.use_deterministic_algorithms(True)
+    install_torchvision(torch)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      theirs = Theirs(import_authors(repo, torch), torch, seed, weights, keep_initial=False)
+    for reid, labels in batches:
+      # The G rows at half size (a 2x2 mean; the values do not change the cost).
+      gen = [x[:gen_rows].reshape(gen_rows, 128, 2, 64, 2, 3).mean(axis=(2, 4))
+             for x in reid]
+      start = time.perf_counter()
+      theirs.iteration(gen, reid, labels[:gen_rows], labels, "joint", step_optimizers=True,
+                       capture=False)
+      seconds.append(time.perf_counter() - start)
+  else:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.experimental.enable_op_determinism()
+    ours = Ours("float32", None, dict(batch_p=batch_p, batch_k=batch_k, gen_rows=gen_rows))
+    first = ours.trainer.cfg.train.warmup_steps
+    for k, (reid, labels) in enumerate(batches):
+      start = time.perf_counter()
+      ours.train_step(reid, labels, first + k)
+      seconds.append(time.perf_counter() - start)
+  # ru_maxrss is in KiB on Linux.
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+  return {"step_s": float(np.mean(seconds[1:])), "peak_rss_gb": round(peak, 2),
+          "steps": len(seconds)}
+
+
+def measure_costs(repo: str, weights: str, seed: int, batch_p: int, batch_k: int,
+                  gen_rows: int, steps: int, log=print) -> Dict:
+  """Both sides' `cost`, each in a fresh process of this tool, one after the other
+  (nothing else of the run lives yet): their figures and ours/theirs ratios."""
+  out = {}
+  for side, name in (("theirs", "authors"), ("ours", "jsia_tf")):
+    log(f"the float32 step's time and memory: {name}, in a process of its own")
+    argv = [sys.executable, os.path.abspath(__file__), f"--authors_repo={repo}",
+            f"--weights={weights}", f"--seed={seed}", f"--batch_p={batch_p}",
+            f"--batch_k={batch_k}", f"--gen_rows={gen_rows}", f"--steps={steps}",
+            f"--cost_side={side}"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+      tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+      raise errors.TrainingError(f"the {name} cost process exited {result.returncode}: "
+                                 f"{tail}")
+    out[name] = json.loads(result.stdout.strip().splitlines()[-1])
+  out["time_ratio"] = round(out["jsia_tf"]["step_s"] / out["authors"]["step_s"], 3)
+  out["memory_ratio"] = round(out["jsia_tf"]["peak_rss_gb"] / out["authors"]["peak_rss_gb"], 3)
+  return out
 
 
 ITERATIONS_PER_EPOCH = 200  # their train_an_epoch's loop
@@ -919,6 +1030,10 @@ def _commit(repo: str) -> str:
 def main(argv):
   """Entry point: flags -> run -> table (and JSON); exit 1 if a row is off."""
   del argv
+  if FLAGS.cost_side:
+    print(json.dumps(cost(FLAGS.cost_side, FLAGS.authors_repo, FLAGS.weights, FLAGS.seed,
+                          FLAGS.batch_p, FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)))
+    return
   rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed, FLAGS.batch_p,
                        FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)
   print(f"authors' code {settings['authors_commit']} (torch {settings['torch']}) vs "
@@ -931,8 +1046,15 @@ def main(argv):
         f"authors {count['authors_gmacs']} G, jsia_tf {count['jsia_tf_gmacs']} G")
   seconds = settings["step_seconds_float32"]
   if seconds:
-    print(f"float32 joint step (mean of steps 2-{settings['steps']}): authors "
-          f"{seconds['authors_s']:.2f} s, jsia_tf {seconds['jsia_tf_s']:.2f} s")
+    print(f"float32 joint step (mean of steps 2-{settings['steps']}) in this process: "
+          f"authors {seconds['authors_s']:.2f} s, jsia_tf {seconds['jsia_tf_s']:.2f} s")
+  costs = settings["cost_float32"]
+  print(f"float32 joint step, each side in a process of its own (mean of steps "
+        f"2-{costs['authors']['steps']}): authors {costs['authors']['step_s']:.2f} s, "
+        f"{costs['authors']['peak_rss_gb']:.2f} GB peak; jsia_tf "
+        f"{costs['jsia_tf']['step_s']:.2f} s, {costs['jsia_tf']['peak_rss_gb']:.2f} GB "
+        f"peak; ours/theirs: time {costs['time_ratio']:.2f}, memory "
+        f"{costs['memory_ratio']:.2f}")
   if FLAGS.output_json:
     record = json.dumps(parity.to_json(rows, settings), indent=2)
     files.atomic_write(FLAGS.output_json, lambda f: f.write(record))
