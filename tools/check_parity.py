@@ -17,8 +17,14 @@ in float32 (informational):
      weight decay, per-group lr and betas), a new batch each step: after each,
      every loss term, every parameter group's weights and every group of BN
      running statistics; then one warm-up step (G and discriminators) the same way;
-  3. every group's lr at the stage boundary and the decay point, their
+  3. test time, after the joint steps: their `encoder(x, True, sl_enc=False)` in
+     eval mode against `Trainer.embed`; their weights in a fresh jsia_tf model;
+     their `Base.save_model` files through the converter, the extractor of
+     `evaluate --checkpoint` and the SavedModel of `export`;
+  4. every group's lr at the stage boundary and the decay point, their
      `lr_scheduler_step` against `Trainer.learning_rates`.
+First, each side's float32 joint steps run alone in a process of their own (the tool
+runs itself with --cost_side): the step's time and the process's peak memory.
 The re-id batch is --batch_p identities x --batch_k images per modality at 256x128;
 the G batch its first --gen_rows rows, downsampled as jsia_tf's forward pass does
 (the same tensors go to theirs). Exit status 1 when a row is above its tolerance.
