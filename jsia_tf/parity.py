@@ -50,6 +50,9 @@ class Row:
 
   @property
   def status(self) -> str:
+    """"yes" or "NO"; "-" for an informational row (an infinite tolerance)."""
+    if math.isinf(self.tolerance):
+      return "-"
     return "yes" if self.ok else "NO"
 
 

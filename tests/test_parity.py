@@ -48,6 +48,13 @@ def test_status(rel, rel32, status):
   assert row.ok == (status == "yes")
 
 
+def test_an_informational_row_has_no_verdict():
+  row = parity.Row("their code against itself", "weights", "E_il", 3e-3, 1.0,
+                   tolerance=math.inf)
+  assert row.ok and row.status == "-"
+  assert not parity.Row("s", "weights", "E_il", math.nan, 1.0, tolerance=math.inf).ok
+
+
 def test_table_and_json_name_every_row_that_is_off():
   rows = [parity.Row("one joint step", "loss", "CE", 1e-12, 1.0, 1e-7, 1e-7),
           parity.Row("one joint step", "gradient", "E_sl", 1e-10, 5.0, 2e-2, 9e-3),

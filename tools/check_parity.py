@@ -45,6 +45,7 @@ import functools
 import gc
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def define_flags():
   flags.DEFINE_integer("gen_rows", 4, "Rows of the G batch (whole identities of the "
                        "re-id batch).")
   flags.DEFINE_integer("steps", 5, "Joint steps of the trajectory.")
+  flags.DEFINE_float("their_perturbation", 0.0, "If > 0: their float64 trajectory "
+                     "again, from initial weights moved by this much of each tensor's "
+                     "norm in a random direction, against their own (informational "
+                     "rows: how far their code moves from itself).")
   flags.DEFINE_enum("cost_side", "", ["", "ours", "theirs"], "Internal: run one side's "
                     "float32 joint steps alone and print their time and this process's "
                     "peak memory as JSON (the tool runs itself so for each side).")
@@ -421,6 +426,18 @@ class Theirs:
       self.load(state)
     return float(np.mean(changes))
 
+  def embed_in_float64(self, images) -> np.ndarray:
+    """`embed` with their modules in float64 and the same weights (float32 values are
+    exact in float64); the modules' dtype is put back after."""
+    dtype = next(self.base.encoder.parameters()).dtype
+    try:
+      for module in self.base.model_list:
+        module.to(self.torch.float64)
+      return self.embed(images)
+    finally:
+      for module in self.base.model_list:
+        module.to(dtype)
+
   def save_model(self, directory: str, epoch: int) -> None:
     """Their `Base.save_model(epoch)`: model-{0..3}_{epoch}.pkl in `directory`."""
     self.base.config.save_models_path = directory
@@ -719,7 +736,7 @@ def _scalars(captured):
 
 
 def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: int = 2,
-        gen_rows: int = 4, steps: int = 5, log=print):
+        gen_rows: int = 4, steps: int = 5, their_perturbation: float = 0.0, log=print):
   """Builds both, runs every comparison, returns (rows, settings)."""
   check_repo(repo)
   if weights and not os.path.isfile(weights):
@@ -729,6 +746,9 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
                            ("steps", steps, 1)):
     if value < low:
       raise errors.ConfigError(f"--{flag}={value}: expected an integer >= {low}")
+  if not 0.0 <= their_perturbation < 1.0:
+    raise errors.ConfigError(f"--their_perturbation={their_perturbation}: expected a "
+                             f"relative size in [0, 1)")
   if not (batch_k <= gen_rows <= batch_p * batch_k and gen_rows % batch_k == 0):
     raise errors.ConfigError(f"--gen_rows={gen_rows}: expected whole identities of the "
                              f"re-id batch, a multiple of --batch_k={batch_k} up to "
@@ -791,7 +811,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   # 2. A trajectory of joint steps and one warm-up step, optimizers stepping; after
   # the joint steps, the test-time features of both on images of other people. Every
   # step's weights wait on disk: in memory beside the models they would not fit.
-  timings, features, test_rows = {}, {}, []
+  timings, features, test_rows, self_rows = {}, {}, [], []
   test_reid, _ = person_batch(seed + steps, batch_p, batch_k)
   test_images = np.concatenate(test_reid)
   with tempfile.TemporaryDirectory(prefix="check_parity_") as scratch:
@@ -835,6 +855,9 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
           _free()
           if dtype == "float64":
             gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
+            if their_perturbation:
+              self_rows += their_own_rows(theirs, store, gens, batches, gen_rows,
+                                          their_perturbation, seed, log)
           else:
             test_rows += converted_rows(theirs, test_images, features[dtype][1], log)
         if dtype == "float32" and count > 1:  # the first step of ours traces the graph
@@ -866,7 +889,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
         rows += state_rows(name, s64, t64, s32, t32)
         del s64, t64, s32, t32
         gc.collect()
-  rows += test_rows
+  rows += test_rows + self_rows
 
   # 3. The learning rates at the stage boundary and the decay point.
   rows += lr_rows(theirs, torch)
@@ -876,6 +899,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
               "torchvision": torchvision_note, "weights": weights or "random", "seed": seed,
               "reid_batch": f"{batch_p}x{batch_k} per modality at 256x128",
               "gen_batch": f"{gen_rows} + {gen_rows} at 128x64", "steps": steps,
+              "their_perturbation": their_perturbation,
               "step_seconds_float32": timings.get("joint", {}),
               "cost_float32": costs,
               "macs": {
@@ -897,18 +921,23 @@ def cost(side: str, repo: str, weights: str = "", seed: int = 0, batch_p: int = 
          batch_k: int = 2, gen_rows: int = 4, steps: int = 5) -> Dict:
   """`side`'s ("ours" or "theirs") float32 joint steps alone in this process, on
   the run's batches: {"step_s": mean seconds of steps 2.., "peak_rss_gb": the
-  process's peak resident memory}. The other side is never imported, so the peak
-  is this side's framework, model, optimizer state and step."""
+  process's peak resident memory, and the resident memory once the framework is
+  imported ("framework_rss_gb") and once the model is built ("model_rss_gb")}. The
+  other side is never imported, so the peak is this side's framework, model,
+  optimizer state and step."""
   import resource  # pylint: disable=import-outside-toplevel
   batches = [person_batch(seed + i, batch_p, batch_k) for i in range(max(steps, 2))]
-  seconds = []
+  seconds, rss = [], {}
   if side == "theirs":
     torch = import_torch()
     torch.use_deterministic_algorithms(True)
     install_torchvision(torch)
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
-      theirs = Theirs(import_authors(repo, torch), torch, seed, weights, keep_initial=False)
+      modules = import_authors(repo, torch)
+      rss["framework_rss_gb"] = _rss_gb()
+      theirs = Theirs(modules, torch, seed, weights, keep_initial=False)
+    rss["model_rss_gb"] = _rss_gb()
     for reid, labels in batches:
       # The G rows at half size (a 2x2 mean; the values do not change the cost).
       gen = [x[:gen_rows].reshape(gen_rows, 128, 2, 64, 2, 3).mean(axis=(2, 4))
@@ -920,7 +949,9 @@ def cost(side: str, repo: str, weights: str = "", seed: int = 0, batch_p: int = 
   else:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     tf.config.experimental.enable_op_determinism()
+    rss["framework_rss_gb"] = _rss_gb()
     ours = Ours("float32", None, dict(batch_p=batch_p, batch_k=batch_k, gen_rows=gen_rows))
+    rss["model_rss_gb"] = _rss_gb()
     first = ours.trainer.cfg.train.warmup_steps
     for k, (reid, labels) in enumerate(batches):
       start = time.perf_counter()
@@ -929,7 +960,17 @@ def cost(side: str, repo: str, weights: str = "", seed: int = 0, batch_p: int = 
   # ru_maxrss is in KiB on Linux.
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
   return {"step_s": float(np.mean(seconds[1:])), "peak_rss_gb": round(peak, 2),
-          "steps": len(seconds)}
+          "steps": len(seconds), **rss}
+
+
+def _rss_gb() -> float:
+  """This process's resident memory now, GB (Linux; NaN elsewhere)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+  except (OSError, StopIteration, ValueError):
+    return math.nan
+  return round(kib * 1024 / 1e9, 2)
 
 
 def measure_costs(repo: str, weights: str, seed: int, batch_p: int, batch_k: int,
@@ -955,6 +996,34 @@ def measure_costs(repo: str, weights: str, seed: int, batch_p: int, batch_k: int
 
 
 ITERATIONS_PER_EPOCH = 200  # their train_an_epoch's loop
+
+
+def their_own_rows(theirs, store, gens, batches, gen_rows: int, rel: float, seed: int,
+                   log) -> List:
+  """Their float64 joint steps again, from their initial weights moved by `rel` of
+  each tensor's norm (`parity.perturbed_state`), against their own trajectory in
+  `store`: every loss term and group after each step. Informational rows (no
+  tolerance): how far their code moves from itself for a difference of that size."""
+  log(f"their code against itself, initial weights moved by {rel:g}")
+  theirs.reset(theirs.torch.float64)
+  theirs.load(parity.perturbed_state(theirs.state(), rel, np.random.default_rng(seed)))
+  rows = []
+  for k, gen in enumerate(gens):
+    reid, labels = batches[k]
+    captured = _scalars(theirs.iteration(gen, reid, labels[:gen_rows], labels, "joint",
+                                         step_optimizers=True))
+    moved = theirs.state()
+    reference_losses, reference = store.get(("joint", "theirs", "float64", k))
+    section = f"their code against itself (moved by {rel:g}), after step {k + 1}"
+    step_rows = [parity.tensor_row(section, "loss", name, _their_loss(captured, key),
+                                   _their_loss(reference_losses, key))
+                 for name, _, key in _loss_terms("joint")]
+    step_rows += state_rows(section, moved, reference, moved, reference)
+    for row in step_rows:
+      row.rel32, row.floor, row.tolerance = math.nan, math.nan, math.inf
+    rows += step_rows
+    del moved, reference
+  return rows
 
 
 def lr_rows(theirs, torch) -> List:
@@ -992,7 +1061,10 @@ def converted_rows(theirs, images, their_features, log) -> List:
   steps, through tools/convert_authors_checkpoint.py's converter, then the
   extractor of `python -m jsia_tf.evaluate --checkpoint` and the SavedModel of
   `python -m jsia_tf.export`: their float32 test features of the same weights
-  against each, within FEATURE_TOLERANCE_32."""
+  against each. The tolerance is FEATURE_TOLERANCE_32, or what float32 costs their
+  own code on these weights where that is more (their float32 features against
+  their float64 features of the same weights, the `floor` column): a network a few
+  steps from random weights amplifies float32's rounding."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
@@ -1015,13 +1087,15 @@ def converted_rows(theirs, images, their_features, log) -> List:
     ours["SavedModel (export)"] = saved_model.Served(version).embed(x).numpy()
     _free()
   log("their files converted, restored and exported")
+  floor = parity.tensor_rel(their_features, theirs.embed_in_float64(images))
   for name, value in ours.items():
     # float32 on both sides: this row is judged on the float32 difference.
     rel = parity.tensor_rel(value, their_features)
     rows.append(parity.Row("test time", "feature", f"their model-*_0.pkl -> {name}", rel,
-                           float(np.max(np.abs(their_features))), rel32=rel,
-                           tolerance=parity.FEATURE_TOLERANCE_32,
-                           note="float32 on both sides, the same weights"))
+                           float(np.max(np.abs(their_features))), rel32=rel, floor=floor,
+                           tolerance=max(parity.FEATURE_TOLERANCE_32, floor),
+                           note="float32 on both sides, the same weights; floor: their "
+                                "float32 features against float64 of the same weights"))
   return rows
 
 
@@ -1041,7 +1115,8 @@ def main(argv):
                           FLAGS.batch_p, FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)))
     return
   rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed, FLAGS.batch_p,
-                       FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)
+                       FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps,
+                       FLAGS.their_perturbation)
   print(f"authors' code {settings['authors_commit']} (torch {settings['torch']}) vs "
         f"jsia_tf (TensorFlow {settings['tensorflow']}); weights: {settings['weights']}; "
         f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}; "
@@ -1056,10 +1131,13 @@ def main(argv):
           f"authors {seconds['authors_s']:.2f} s, jsia_tf {seconds['jsia_tf_s']:.2f} s")
   costs = settings["cost_float32"]
   print(f"float32 joint step, each side in a process of its own (mean of steps "
-        f"2-{costs['authors']['steps']}): authors {costs['authors']['step_s']:.2f} s, "
-        f"{costs['authors']['peak_rss_gb']:.2f} GB peak; jsia_tf "
-        f"{costs['jsia_tf']['step_s']:.2f} s, {costs['jsia_tf']['peak_rss_gb']:.2f} GB "
-        f"peak; ours/theirs: time {costs['time_ratio']:.2f}, memory "
+        f"2-{costs['authors']['steps']}; resident memory with the framework imported, "
+        f"with the model built, peak):")
+  for name in ("authors", "jsia_tf"):
+    c = costs[name]
+    print(f"  {name}: {c['step_s']:.2f} s; {c['framework_rss_gb']:.2f} GB, "
+          f"{c['model_rss_gb']:.2f} GB, {c['peak_rss_gb']:.2f} GB")
+  print(f"  ours/theirs: time {costs['time_ratio']:.2f}, peak memory "
         f"{costs['memory_ratio']:.2f}")
   if FLAGS.output_json:
     record = json.dumps(parity.to_json(rows, settings), indent=2)
