@@ -16,7 +16,10 @@ in float32 (informational):
   2. --steps joint steps in a row with every optimizer stepping (their Adam with
      weight decay, per-group lr and betas), a new batch each step: after each,
      every loss term, every parameter group's weights and every group of BN
-     running statistics; then one warm-up step (G and discriminators) the same way;
+     running statistics (informational after step 1: a difference carries on);
+     each step after the first also from the same state on both sides (their
+     weights, BN statistics and Adam moments after the step before loaded into
+     jsia_tf), judged; then one warm-up step (G and discriminators) the same way;
   3. test time, after the joint steps: their `encoder(x, True, sl_enc=False)` in
      eval mode against `Trainer.embed`; their weights in a fresh jsia_tf model;
      their `Base.save_model` files through the converter, the extractor of
@@ -375,6 +378,19 @@ class Theirs:
       del train.range
     return captured
 
+  def moments(self) -> List[Dict[str, tuple]]:
+    """Adam's state of each of their four modules: {name: (exp_avg, exp_avg_sq,
+    step)} of every parameter an optimizer has stepped (numpy copies)."""
+    by_parameter = {}
+    for optimizer in self.optimizers():
+      for parameter, state in optimizer.state.items():
+        if "exp_avg" in state:
+          by_parameter[id(parameter)] = (state["exp_avg"].detach().numpy().copy(),
+                                         state["exp_avg_sq"].detach().numpy().copy(),
+                                         int(state["step"]))
+    return [{_plain(n): by_parameter[id(p)] for n, p in module.named_parameters()
+             if id(p) in by_parameter} for module in self.base.model_list]
+
   def gradients(self) -> List[Dict[str, np.ndarray]]:
     """{name: gradient} of each of their four modules, after an iteration."""
     return [{_plain(n): p.grad.detach().numpy().copy()
@@ -499,11 +515,46 @@ class Ours:
       self.trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
       # Their G batch: the first gen_rows rows of the re-id batch (identity-aligned).
       self.trainer.gen_rows = self.trainer.global_gen_rows = sizes["gen_rows"]
-      if states is not None:
-        authors.load_state(self.trainer.model,
-                           [{k: np.asarray(v, dtype) if np.issubdtype(v.dtype, np.floating)
-                             else v for k, v in state.items()} for state in states],
-                           [f"their {name}" for name in authors.FILES])
+    if states is not None:
+      self.load(states)
+
+  def load(self, states) -> None:
+    """Their four state dicts (weights and BN statistics) into the model."""
+    self.authors.load_state(
+        self.trainer.model,
+        [{k: np.asarray(v, self.dtype) if np.issubdtype(np.asarray(v).dtype, np.floating)
+          else v for k, v in state.items()} for state in states],
+        [f"their {name}" for name in self.authors.FILES])
+
+  def load_moments(self, moments) -> None:
+    """Their Adam state (`Theirs.moments`) into the trainer's optimizers: every
+    moment in our layout and every optimizer's step count at theirs. A parameter
+    of theirs with a state and no variable of ours is a ValueError."""
+    from jsia_tf.models import torchvision_resnet  # pylint: disable=import-outside-toplevel
+    tr = self.trainer
+    owner = {id(v): name for name, variables in tr.groups.items() for v in variables}
+    counts = set()
+    for i, (names, file_moments) in enumerate(zip(self.authors.file_names(tr.model),
+                                                  moments)):
+      for name, (m, v, count) in file_moments.items():
+        if name not in names:
+          if i == 1 and name.startswith(self.authors.ENCODER):
+            continue  # the Encoder both generator files share, read from the first
+          raise ValueError(f"their {self.authors.FILES[i]} {name} has an Adam state and "
+                           f"no jsia_tf variable")
+        variable, layout = names[name]
+        optimizer = tr.optimizers[owner[id(variable)]]
+        index = optimizer._get_variable_index(variable)  # pylint: disable=protected-access
+        for slot, value in ((optimizer._momentums, m), (optimizer._velocities, v)):  # pylint: disable=protected-access
+          slot[index].assign(np.asarray(
+              torchvision_resnet.from_torch_layout(value, layout) if layout else value,
+              self.dtype))
+        counts.add(count)
+    if len(counts) != 1:
+      raise ValueError(f"their Adam step counts differ between parameters: {sorted(counts)}")
+    count = counts.pop()
+    for optimizer in tr.optimizers.values():
+      optimizer.iterations.assign(count)
 
   def batch(self, reid, labels):
     tf = self.tf
@@ -811,7 +862,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   # 2. A trajectory of joint steps and one warm-up step, optimizers stepping; after
   # the joint steps, the test-time features of both on images of other people. Every
   # step's weights wait on disk: in memory beside the models they would not fit.
-  timings, features, test_rows, self_rows = {}, {}, [], []
+  timings, features, test_rows, self_rows, resynced = {}, {}, [], [], []
   test_reid, _ = person_batch(seed + steps, batch_p, batch_k)
   test_images = np.concatenate(test_reid)
   with tempfile.TemporaryDirectory(prefix="check_parity_") as scratch:
@@ -844,6 +895,8 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
                                       step_optimizers=True)
           their_seconds.append(time.perf_counter() - start)
           store.put((stage, "theirs", dtype, k), (_scalars(captured), theirs.state()))
+          if stage == "joint" and dtype == "float64":
+            store.put((stage, "moments", k), theirs.moments())
           del captured
         if stage == "joint":
           features[dtype].append(theirs.embed(test_images))
@@ -855,6 +908,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
           _free()
           if dtype == "float64":
             gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
+            resynced += resynced_rows(store, batches, sizes, first, count, log)
             if their_perturbation:
               self_rows += their_own_rows(theirs, store, gens, batches, gen_rows,
                                           their_perturbation, seed, log)
@@ -875,6 +929,8 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
             note=(f"{len(test_images)} images of other people; tolerance: their "
                   f"features' change when their weights move by "
                   f"{parity.TOLERANCE:g} (mean of {GAIN_DRAWS} directions)")))
+        if steps > 1:  # the trajectory's own difference: see the free-running rows
+          _informational(test_rows[0], keep_float32=True)
         test_rows.insert(1, parity.tensor_row(
             "test time", "feature", "their weights after the joint steps -> Trainer.embed",
             features["float64"][2], features["float64"][1], features["float32"][2],
@@ -885,11 +941,17 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
         r32, s32 = store.get((stage, "ours", "float32", k))
         c32, t32 = store.get((stage, "theirs", "float32", k))
         name = f"{section}, after step {k + 1}" if count > 1 else section
-        rows += loss_rows(name, stage, r64, c64, r32, c32)
-        rows += state_rows(name, s64, t64, s32, t32)
+        step_rows = loss_rows(name, stage, r64, c64, r32, c32)
+        step_rows += state_rows(name, s64, t64, s32, t32)
+        if stage == "joint" and k > 0:
+          # Judged one step at a time by the resynced rows; free-running, a
+          # difference within the tolerance grows as it does in their code alone.
+          for row in step_rows:
+            _informational(row, keep_float32=True)
+        rows += step_rows
         del s64, t64, s32, t32
         gc.collect()
-  rows += test_rows + self_rows
+  rows += resynced + test_rows + self_rows
 
   # 3. The learning rates at the stage boundary and the decay point.
   rows += lr_rows(theirs, torch)
@@ -996,6 +1058,47 @@ def measure_costs(repo: str, weights: str, seed: int, batch_p: int, batch_k: int
 
 
 ITERATIONS_PER_EPOCH = 200  # their train_an_epoch's loop
+
+
+def _informational(row, keep_float32: bool = False) -> None:
+  """Makes `row` informational: no verdict ("-"), its figures kept."""
+  row.tolerance = math.inf
+  if not keep_float32:
+    row.rel32, row.floor = math.nan, math.nan
+
+
+def resynced_rows(store, batches, sizes, first: int, count: int, log) -> List:
+  """Joint steps 2..`count`, each from the same state on both sides: their float64
+  weights, BN statistics and Adam moments after step k (from `store`) loaded into
+  jsia_tf, then jsia_tf's step k + 1 on the trajectory's batch k + 1 against their
+  step k + 1 of the trajectory: every loss term and group, judged at the
+  tolerance. The free-running trajectory carries each step's rounding into the
+  next, and Adam's sign steps carry it apart; these rows judge each step alone."""
+  rows = []
+  ours = None
+  for k in range(1, count):
+    log(f"joint step {k + 1} from their state after step {k}")
+    _, state = store.get(("joint", "theirs", "float64", k - 1))
+    if ours is None:
+      ours = Ours("float64", state, sizes)
+    else:
+      ours.load(state)
+    ours.load_moments(store.get(("joint", "moments", k - 1)))
+    del state
+    reid, labels = batches[k]
+    report = ours.train_step(reid, labels, first + k)
+    moved = ours.state()
+    their_losses, their_state = store.get(("joint", "theirs", "float64", k))
+    section = f"joint step {k + 1} from their state after step {k}"
+    step_rows = loss_rows(section, "joint", report, their_losses, report, their_losses)
+    step_rows += state_rows(section, moved, their_state, moved, their_state)
+    for row in step_rows:
+      row.rel32, row.floor = math.nan, math.nan
+    rows += step_rows
+    del moved, their_state
+  del ours
+  _free()
+  return rows
 
 
 def their_own_rows(theirs, store, gens, batches, gen_rows: int, rel: float, seed: int,
