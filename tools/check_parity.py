@@ -907,7 +907,8 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
           del same
           _free()
           if dtype == "float64":
-            gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
+            if count == 1:  # after more steps the trainer's row has no verdict
+              gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
             resynced += resynced_rows(store, batches, sizes, first, count, log)
             if their_perturbation:
               self_rows += their_own_rows(theirs, store, gens, batches, gen_rows,
@@ -919,18 +920,21 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
                             "authors_s": float(np.mean(their_seconds[1:]))}
         gc.collect()
       if stage == "joint":
-        # Weights within the tolerance give features within what the network makes
-        # of such a difference: their own features' change when their weights move
-        # by the tolerance (a network a few steps from random weights amplifies it).
+        note = f"{len(test_images)} images of other people"
+        if steps == 1:
+          # Weights within the tolerance give features within what the network
+          # makes of such a difference: their own features' change when their
+          # weights move by the tolerance (a network a few steps from random weights
+          # amplifies it).
+          tolerance = max(parity.TOLERANCE, gain)
+          note += (f"; tolerance: their features' change when their weights move by "
+                   f"{parity.TOLERANCE:g} (mean of {GAIN_DRAWS} directions)")
+        else:
+          tolerance = math.inf  # the free-running trajectory's difference, no verdict
         test_rows.insert(0, parity.tensor_row(
             "test time", "feature", f"trainer (Trainer.embed) after {steps} steps",
             features["float64"][0], features["float64"][1], features["float32"][0],
-            features["float32"][1], tolerance=max(parity.TOLERANCE, gain),
-            note=(f"{len(test_images)} images of other people; tolerance: their "
-                  f"features' change when their weights move by "
-                  f"{parity.TOLERANCE:g} (mean of {GAIN_DRAWS} directions)")))
-        if steps > 1:  # the trajectory's own difference: see the free-running rows
-          _informational(test_rows[0], keep_float32=True)
+            features["float32"][1], tolerance=tolerance, note=note))
         test_rows.insert(1, parity.tensor_row(
             "test time", "feature", "their weights after the joint steps -> Trainer.embed",
             features["float64"][2], features["float64"][1], features["float32"][2],
@@ -1123,7 +1127,7 @@ def their_own_rows(theirs, store, gens, batches, gen_rows: int, rel: float, seed
                  for name, _, key in _loss_terms("joint")]
     step_rows += state_rows(section, moved, reference, moved, reference)
     for row in step_rows:
-      row.rel32, row.floor, row.tolerance = math.nan, math.nan, math.inf
+      _informational(row)
     rows += step_rows
     del moved, reference
   return rows
