@@ -1167,11 +1167,12 @@ def converted_rows(theirs, images, their_features, log) -> List:
   """Their files, as their `Base.save_model` writes them after the float32 joint
   steps, through tools/convert_authors_checkpoint.py's converter, then the
   extractor of `python -m jsia_tf.evaluate --checkpoint` and the SavedModel of
-  `python -m jsia_tf.export`: their float32 test features of the same weights
-  against each. The tolerance is FEATURE_TOLERANCE_32, or what float32 costs their
-  own code on these weights where that is more (their float32 features against
-  their float64 features of the same weights, the `floor` column): a network a few
-  steps from random weights amplifies float32's rounding."""
+  `python -m jsia_tf.export`, each in float32. Judged (the first column): how far
+  each is from the exact features of these weights, their float64 features, within
+  FEATURE_TOLERANCE_32 or what float32 costs their own code on these weights where
+  that is more (the `floor` column): a network a few steps from random weights
+  amplifies float32's rounding. The float32-against-float32 difference (both
+  sides' rounding, up to twice the floor) is the informational column."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
@@ -1194,15 +1195,16 @@ def converted_rows(theirs, images, their_features, log) -> List:
     ours["SavedModel (export)"] = saved_model.Served(version).embed(x).numpy()
     _free()
   log("their files converted, restored and exported")
-  floor = parity.tensor_rel(their_features, theirs.embed_in_float64(images))
+  exact = theirs.embed_in_float64(images)
+  floor = parity.tensor_rel(their_features, exact)
   for name, value in ours.items():
-    # float32 on both sides: this row is judged on the float32 difference.
-    rel = parity.tensor_rel(value, their_features)
-    rows.append(parity.Row("test time", "feature", f"their model-*_0.pkl -> {name}", rel,
-                           float(np.max(np.abs(their_features))), rel32=rel, floor=floor,
+    rows.append(parity.Row("test time", "feature", f"their model-*_0.pkl -> {name}",
+                           parity.tensor_rel(value, exact), float(np.max(np.abs(exact))),
+                           rel32=parity.tensor_rel(value, their_features), floor=floor,
                            tolerance=max(parity.FEATURE_TOLERANCE_32, floor),
-                           note="float32 on both sides, the same weights; floor: their "
-                                "float32 features against float64 of the same weights"))
+                           note="ours in float32 against their float64 features of the "
+                                "same weights; fp32 rel: against their float32; floor: "
+                                "their float32 against their float64"))
   return rows
 
 
