@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from jsia_tf import errors
 from jsia_tf import parity
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
+from jsia_tf.evaluation import their_sysu
 
 from conftest import run_python
 
@@ -90,6 +92,14 @@ def test_tool_errors(tmp_path):
   result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
                       f"--weights={tmp_path / 'nope.pth'}")
   assert result.returncode == 2 and "nope.pth: file not found" in result.stderr
+  result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
+                      f"--sysu_dir={tmp_path / 'nowhere'}")
+  assert result.returncode == 2 and (f"error: --sysu_dir={tmp_path / 'nowhere'}: no such "
+                                     f"directory" in result.stderr)
+  result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
+                      "--eval_image_size=128,wide")
+  assert result.returncode == 2 and ("error: --eval_image_size=128,wide: expected "
+                                     "height,width" in result.stderr)
   result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}", "--gen_rows=3")
   assert result.returncode == 2 and ("error: --gen_rows=3: expected whole identities of "
                                      "the re-id batch, a multiple of --batch_k=2 up to 8"
@@ -116,6 +126,15 @@ def test_sysu_evaluation_tool_errors(tmp_path):
   assert result.returncode == 2 and "error: " in result.stderr
   assert f"rand_perm_cam.mat does not fit the features: cam 1 id {pid} has" in \
       result.stderr, result.stderr
+
+
+def test_an_evaluation_set_the_official_perm_file_does_not_fit_is_named():
+  pid = int(protocols.read_ids(protocols.OFFICIAL_TEST_IDS)[0])
+  feats = features_lib.FeatureSet(np.eye(2), ids=[pid, pid], cams=[1, 3], frames=[0, 0],
+                                  modality=[0, 1])
+  with pytest.raises(errors.DataError, match=r"^--sysu_dir=D: .*rand_perm_cam.mat does "
+                                             rf"not fit the features: cam 1 id {pid} has"):
+    their_sysu.require_fit(feats, "--sysu_dir=D")
 
 
 def test_a_perturbed_state_moves_every_float_tensor_by_the_relative_norm_asked():

@@ -44,6 +44,7 @@ console.quiet()  # before anything imports TensorFlow
 
 import builtins
 import contextlib
+import dataclasses
 import functools
 import gc
 import importlib
@@ -94,6 +95,14 @@ def define_flags():
                      "again, from initial weights moved by this much of each tensor's "
                      "norm in a random direction, against their own (informational "
                      "rows: how far their code moves from itself).")
+  flags.DEFINE_string("sysu_dir", "", "The evaluation's data set: a SYSU-MM01 layout "
+                      "whose test split has the real test set's shape (the real "
+                      "SYSU-MM01, or python -m jsia_tf.generate --layout=sysu "
+                      "--like_sysu_test); empty: the tool generates one; 'none': no "
+                      "evaluation section.")
+  flags.DEFINE_list("eval_image_size", ["128", "64"], "Height,width at which both "
+                    "sides embed the evaluation's test set (float64 on both sides: "
+                    "256,128 takes about four times as long).")
   flags.DEFINE_enum("cost_side", "", ["", "ours", "theirs"], "Internal: run one side's "
                     "float32 joint steps alone and print their time and this process's "
                     "peak memory as JSON (the tool runs itself so for each side).")
@@ -501,7 +510,7 @@ class Ours:
   """jsia_tf's trainer of the paper preset as their code implements it, in `dtype`,
   with their initial weights (`states`; None: its own initialisation)."""
 
-  def __init__(self, dtype: str, states, sizes: Dict[str, int]):
+  def __init__(self, dtype: str, states, sizes: Dict[str, int], image_size=None):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     from jsia_tf import config as config_lib
@@ -512,6 +521,11 @@ class Ours:
     with _policy(dtype), tempfile.TemporaryDirectory() as tmp:
       cfg = convert.experiment_config(tmp, config_lib.DataConfig(
           batch_p=sizes["batch_p"], batch_k=sizes["batch_k"]))
+      if image_size:  # the networks take any size; the Keras models are built at one
+        h, w = image_size
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, image_height=h, image_width=w),
+            model=dataclasses.replace(cfg.model, image_height=h, image_width=w))
       self.trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
       # Their G batch: the first gen_rows rows of the re-id batch (identity-aligned).
       self.trainer.gen_rows = self.trainer.global_gen_rows = sizes["gen_rows"]
@@ -778,6 +792,9 @@ def gradient_rows(section, files64, grads64, files32, grads32) -> List:
 
 DTYPES = ("float64", "float32")
 GAIN_DRAWS = 3  # random directions of the test-time tolerance's weight change
+# Both sides embed the evaluation's 10,656 images in float64: at 128x64 that is
+# about 20 minutes on 2 cores, at the model's 256x128 four times as long.
+EVAL_IMAGE_SIZE = (128, 64)
 
 
 def _scalars(captured):
@@ -787,9 +804,17 @@ def _scalars(captured):
 
 
 def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: int = 2,
-        gen_rows: int = 4, steps: int = 5, their_perturbation: float = 0.0, log=print):
-  """Builds both, runs every comparison, returns (rows, settings)."""
+        gen_rows: int = 4, steps: int = 5, their_perturbation: float = 0.0,
+        sysu_dir: str = "", eval_image_size=EVAL_IMAGE_SIZE, log=print):
+  """Builds both, runs every comparison, returns (rows, settings). `sysu_dir`: the
+  evaluation's data set ("": generated, "none": no evaluation)."""
   check_repo(repo)
+  if sysu_dir not in ("", "none") and not os.path.isdir(sysu_dir):
+    raise errors.ConfigError(f"--sysu_dir={sysu_dir}: no such directory (expected a "
+                             f"SYSU-MM01 layout, '' to generate one, or 'none')")
+  if len(eval_image_size) != 2 or min(eval_image_size) < 32:
+    raise errors.ConfigError(f"--eval_image_size={','.join(map(str, eval_image_size))}: "
+                             f"expected height,width, each >= 32")
   if weights and not os.path.isfile(weights):
     raise errors.ConfigError(f"--weights={weights}: file not found (expected "
                              f"torchvision's resnet50-19c8e357.pth or a .safetensors copy)")
@@ -819,6 +844,11 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   sizes = dict(batch_p=batch_p, batch_k=batch_k, gen_rows=gen_rows)
   batches = [person_batch(seed + i, batch_p, batch_k) for i in range(steps)]
   rows = []
+  # The evaluation's test set first: a set the official perm file does not fit
+  # fails here, not after the trajectory.
+  eval_scratch = tempfile.TemporaryDirectory(prefix="check_parity_eval_")
+  evaluation = (None if sysu_dir == "none" else
+                sysu_test_split(sysu_dir, eval_scratch.name, tuple(eval_image_size), log))
 
   log(f"their networks: {torchvision_note}")
   theirs = Theirs(modules, torch, seed, weights)
@@ -906,6 +936,11 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
           features[dtype].append(same.embed(test_images))
           del same
           _free()
+          if dtype == "float64" and evaluation:
+            log("evaluation: both models embed the test set (float64)")
+            eval_rows = evaluation_rows(theirs, theirs.state(), sizes, repo, *evaluation,
+                                        log)
+            eval_scratch.cleanup()
           if dtype == "float64":
             if count == 1:  # after more steps the trainer's row has no verdict
               gain = theirs.feature_gain(test_images, parity.TOLERANCE, GAIN_DRAWS, seed)
@@ -955,7 +990,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
         rows += step_rows
         del s64, t64, s32, t32
         gc.collect()
-  rows += resynced + test_rows + self_rows
+  rows += resynced + test_rows + (eval_rows if evaluation else []) + self_rows
 
   # 3. The learning rates at the stage boundary and the decay point.
   rows += lr_rows(theirs, torch)
@@ -966,6 +1001,10 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
               "reid_batch": f"{batch_p}x{batch_k} per modality at 256x128",
               "gen_batch": f"{gen_rows} + {gen_rows} at 128x64", "steps": steps,
               "their_perturbation": their_perturbation,
+              "evaluation": ("none" if not evaluation else
+                             f"{len(evaluation[0])} test images of "
+                             f"{sysu_dir or 'a generated --like_sysu_test set'} at "
+                             f"{eval_image_size[0]}x{eval_image_size[1]}"),
               "step_seconds_float32": timings.get("joint", {}),
               "cost_float32": costs,
               "macs": {
@@ -1208,6 +1247,76 @@ def converted_rows(theirs, images, their_features, log) -> List:
   return rows
 
 
+def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
+  """(table, data config) of the evaluation's test split: of `sysu_dir`, or of a
+  set the tool generates in `scratch` in the real test set's shape (`sysu_dir`
+  empty). The official perm file must fit it (a DataError otherwise)."""
+  # pylint: disable=import-outside-toplevel
+  from jsia_tf import config as config_lib
+  from jsia_tf.data import synthetic
+  from jsia_tf.data import tfrecords
+  from jsia_tf.evaluation import features as features_lib
+  from jsia_tf.evaluation import their_sysu
+  source = f"--sysu_dir={sysu_dir}"
+  if not sysu_dir:
+    sysu_dir = os.path.join(scratch, "like_sysu_test")
+    source = (f"the set generated by python -m jsia_tf.generate --layout=sysu "
+              f"--like_sysu_test --num_ids={synthetic.SYSU_TEST_IDS + 2}")
+    log(f"generating the evaluation's test set ({source})")
+    synthetic.generate(synthetic.SyntheticConfig(
+        output_dir=sysu_dir, num_ids=synthetic.SYSU_TEST_IDS + 2, like_sysu_test=True,
+        image_height=image_size[0]), log=lambda *a, **k: None)
+  data = config_lib.DataConfig(dataset="sysu", data_dir=sysu_dir,
+                               image_height=image_size[0], image_width=image_size[1])
+  table = tfrecords.load_split(data, "test")
+  their_sysu.require_fit(features_lib.FeatureSet(
+      features=np.zeros((len(table), 1)), ids=table.pid, cams=table.camera,
+      frames=table.frame, modality=table.modality), source)
+  return table, data
+
+
+def evaluation_rows(theirs, states, sizes, repo: str, table, data, log,
+                    batch_size: int = 32) -> List:
+  """Their model after the joint steps (float64, eval mode) and jsia_tf's model with
+  the same weights embed every test image of `table` (`data`'s size); their
+  `evaluate_sysymm01` on their features against `python -m jsia_tf.evaluate
+  --perm_file=official` on ours: R1, R10, R20 and mAP of the four settings, within
+  their_sysu.TOLERANCE absolute. The features themselves: one float64 row."""
+  # pylint: disable=import-outside-toplevel
+  from jsia_tf.data import pipeline
+  from jsia_tf.evaluation import features as features_lib
+  from jsia_tf.evaluation import their_sysu
+  evaluator = their_sysu.load_evaluator(repo)
+  ours = Ours("float64", states, sizes, image_size=data.image_size)
+  embedded = {"ours": [], "theirs": []}
+  done, start = 0, time.perf_counter()
+  for batch in pipeline.make_eval_dataset(table, data, batch_size):
+    x = batch["x"].numpy().astype(np.float64)
+    embedded["ours"].append(ours.embed(x))
+    embedded["theirs"].append(theirs.embed(x))
+    done += len(x)
+    if done % (50 * batch_size) < batch_size or done == len(table):
+      log(f"  evaluation: {done}/{len(table)} test images embedded by both "
+          f"({time.perf_counter() - start:.0f} s)")
+  del ours
+  _free()
+  feats = {side: features_lib.FeatureSet(
+      features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
+      frames=table.frame, modality=table.modality) for side, chunks in embedded.items()}
+  h, w = data.image_size
+  rows = [parity.tensor_row("evaluation", "feature",
+                            f"{len(table)} test images at {h}x{w}",
+                            feats["ours"].features, feats["theirs"].features,
+                            note="their weights after the joint steps on both sides")]
+  for setting, metric, mine, value, diff in their_sysu.differences(
+      their_sysu.ours(feats["ours"]), their_sysu.theirs(evaluator, repo, feats["theirs"])):
+    rows.append(parity.Row("evaluation", "metric", f"{setting} {metric}", diff, value,
+                           tolerance=their_sysu.TOLERANCE,
+                           note=f"|ours - theirs| absolute: {100 * mine:.6f} % "
+                                f"against {100 * value:.6f} %"))
+  return rows
+
+
 def _commit(repo: str) -> str:
   try:
     return subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True,
@@ -1223,13 +1332,18 @@ def main(argv):
     print(json.dumps(cost(FLAGS.cost_side, FLAGS.authors_repo, FLAGS.weights, FLAGS.seed,
                           FLAGS.batch_p, FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)))
     return
+  try:
+    eval_image_size = [int(v) for v in FLAGS.eval_image_size]
+  except ValueError:
+    raise errors.ConfigError(f"--eval_image_size={','.join(FLAGS.eval_image_size)}: "
+                             f"expected height,width in pixels") from None
   rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed, FLAGS.batch_p,
                        FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps,
-                       FLAGS.their_perturbation)
+                       FLAGS.their_perturbation, FLAGS.sysu_dir, eval_image_size)
   print(f"authors' code {settings['authors_commit']} (torch {settings['torch']}) vs "
         f"jsia_tf (TensorFlow {settings['tensorflow']}); weights: {settings['weights']}; "
         f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}; "
-        f"{settings['steps']} joint steps")
+        f"{settings['steps']} joint steps; evaluation: {settings['evaluation']}")
   print(parity.format_table(rows))
   count = settings["macs"]
   print(f"MACs of one float32 step (convolutions, their backward, matrix products): "

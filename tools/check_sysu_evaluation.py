@@ -13,35 +13,22 @@ jsia_tf.generate --layout=sysu --like_sysu_test`, so that their perm file fits i
 The features are written per camera as their code reads them (`feature_cam1.mat`
 ... `feature_cam6.mat`); their `evaluate_sysymm01(dir, mode, shot)` and `python -m
 jsia_tf.evaluate --perm_file=official` give R1, R10, R20 and mAP in all four
-settings, which must agree to TOLERANCE (exit status 1 otherwise). Needs numpy and
+settings, which must agree to 1e-6 (exit status 1 otherwise). Needs numpy and
 scipy only (no torch).
 """
 
-import contextlib
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 
 from absl import flags
-from scipy import io as scipy_io
 
 from jsia_tf import cli
-from jsia_tf import config as config_lib
-from jsia_tf import errors
 from jsia_tf import files
-from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
-from jsia_tf.evaluation import protocols
-from jsia_tf.evaluation import report
+from jsia_tf.evaluation import their_sysu
 
 FLAGS = flags.FLAGS
-EVALUATOR = "tools/evaluation/sysu_mm01_python/evaluate_sysymm01.py"
-SPLIT_DIR = "tools/evaluation/sysu_mm01_python/data_split"
-# Their AP divides float32 ranks: about 1e-7 of rounding per query.
-TOLERANCE = 1e-6
-RANKS = (1, 10, 20)
 
 
 def define_flags():
@@ -53,75 +40,14 @@ def define_flags():
   flags.mark_flags_as_required(["authors_repo", "features"])
 
 
-def load_evaluator(repo: str):
-  """Their `evaluate_sysymm01` module, imported from `repo`."""
-  missing = [p for p in (EVALUATOR, SPLIT_DIR) if not os.path.exists(os.path.join(repo, p))]
-  if missing:
-    raise errors.ConfigError(
-        f"--authors_repo={repo}: not a clone of github.com/wangguanan/JSIA-ReID "
-        f"(missing {missing[0]})")
-  spec = importlib.util.spec_from_file_location("evaluate_sysymm01",
-                                                os.path.join(repo, EVALUATOR))
-  module = importlib.util.module_from_spec(spec)
-  # Registered under its name: their multiprocessing pool pickles its functions.
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
-
-
-@contextlib.contextmanager
-def _cwd(path: str):
-  """Their evaluator finds `data_split/` from the working directory."""
-  before = os.getcwd()
-  os.chdir(path)
-  try:
-    yield
-  finally:
-    os.chdir(before)
-
-
-def theirs(evaluator, repo: str, feats: features_lib.FeatureSet):
-  """{setting: {R1, R10, R20, mAP}} of their evaluation of `feats`."""
-  perm_cells = scipy_io.loadmat(os.path.join(repo, SPLIT_DIR, "rand_perm_cam.mat"))[
-      "rand_perm_cam"]
-  results = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for c, cam in enumerate(layouts.SYSU_CAMERAS):
-      num_ids = max(perm_cells[c, 0].shape[0], int(feats.ids.max(initial=0)))
-      scipy_io.savemat(os.path.join(tmp, f"feature_cam{cam}.mat"),
-                       {"feature": protocols.feature_cam_cells(feats, cam, num_ids)})
-    with _cwd(repo):
-      for mode in protocols.SYSU_MODES:
-        for shots in protocols.SYSU_SHOTS:
-          cmc, mean_ap = evaluator.evaluate_sysymm01(tmp, mode, report.shot_name(shots))
-          results[report.sysu_setting(mode, shots)] = {
-              **{f"R{k}": float(cmc[k - 1]) for k in RANKS}, "mAP": float(mean_ap)}
-  return results
-
-
-def ours(path: str, feats: features_lib.FeatureSet):
-  """{setting: {R1, R10, R20, mAP}} of `python -m jsia_tf.evaluate
-  --features=PATH --perm_file=official` (`feats`: the file, loaded)."""
-  settings = report.evaluate_features(
-      [feats], config_lib.EvalConfig(features=(path,), perm_file="official"))["settings"]
-  return {name: {m: s["mean"][m] for m in [f"R{k}" for k in RANKS] + ["mAP"]}
-          for name, s in settings.items()}
-
-
 def compare(repo: str, path: str):
   """Rows (setting, metric, ours, theirs, |difference|, ok) of both evaluations of
   the features file `path`."""
-  evaluator = load_evaluator(repo)
+  evaluator = their_sysu.load_evaluator(repo)
   feats = features_lib.load(path)
-  ours_by_setting = ours(path, feats)  # first: it names a file that does not fit
-  theirs_by_setting = theirs(evaluator, os.path.abspath(repo), feats)
-  rows = []
-  for setting, metrics in theirs_by_setting.items():
-    for metric, value in metrics.items():
-      mine = ours_by_setting[setting][metric]
-      diff = abs(mine - value)
-      rows.append((setting, metric, mine, value, diff, bool(diff <= TOLERANCE)))
-  return rows
+  mine = their_sysu.ours(feats, path)  # first: it names a file that does not fit
+  return [row + (bool(row[-1] <= their_sysu.TOLERANCE),)
+          for row in their_sysu.differences(mine, their_sysu.theirs(evaluator, repo, feats))]
 
 
 def main(argv):
@@ -133,10 +59,11 @@ def main(argv):
   for setting, metric, mine, value, diff, ok in rows:
     print(f"{setting:28s}{metric:>7s}{100 * mine:12.6f}{100 * value:12.6f}"
           f"{diff:10.1e}{'' if ok else '  OFF'}")
-  print(f"(%, their official gallery draws; tolerance {TOLERANCE:g} absolute)")
+  print(f"(%, their official gallery draws; tolerance {their_sysu.TOLERANCE:g} "
+        f"absolute)")
   if FLAGS.output_json:
     record = json.dumps({"features": os.path.abspath(FLAGS.features),
-                         "tolerance": TOLERANCE,
+                         "tolerance": their_sysu.TOLERANCE,
                          "rows": [dict(zip(("setting", "metric", "jsia_tf", "authors",
                                             "difference", "ok"), r)) for r in rows]},
                         indent=2)
