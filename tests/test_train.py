@@ -554,10 +554,10 @@ def test_a_resnet50_trunk_from_random_weights_on_purpose_trains(sysu_dir, tmp_pa
   """--backbone_weights=none: the refusal of a ResNet-50 without ImageNet weights
   is lifted, and the run trains (a ResNet-50 trunk on the tiny preset's sizes)."""
   proc = _train_cli(f"--data_dir={sysu_dir}", "--backbone=torchvision_resnet50",
-                    "--backbone_weights=none", "--warmup_steps=1", "--joint_steps=1",
+                    "--backbone_weights=none", "--warmup_steps=0", "--joint_steps=1",
                     "--eval_every=0", "--image_every=0", f"--workdir={tmp_path}/w")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "[joint] step 2/2" in proc.stdout
+  assert "[joint] step 1/1" in proc.stdout
 
 
 def test_llcm_trains_evaluates_exports_and_searches(llcm_dir, tmp_path):

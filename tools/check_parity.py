@@ -2,7 +2,8 @@
 
   pip install -e .[parity]
   python tools/check_parity.py --authors_repo=DIR [--weights=resnet50-19c8e357.pth]
-      [--batch_p=4 --batch_k=2 --gen_rows=4 --steps=5] [--output_json=parity.json]
+      [--batch_p=4 --batch_k=2 --gen_rows=4 --steps=5] [--sysu_dir=DIR]
+      [--eval_image_size=128,64] [--output_json=parity.json]
 
 DIR is a clone of github.com/wangguanan/JSIA-ReID; nothing of it is copied into
 jsia_tf. Their networks are built from DIR (offline: their Encoder's ImageNet
@@ -23,8 +24,13 @@ in float32 (informational):
   3. test time, after the joint steps: their `encoder(x, True, sl_enc=False)` in
      eval mode against `Trainer.embed`; their weights in a fresh jsia_tf model;
      their `Base.save_model` files through the converter, the extractor of
-     `evaluate --checkpoint` and the SavedModel of `export`;
-  4. every group's lr at the stage boundary and the decay point, their
+     `evaluate --checkpoint` and the SavedModel of `export` (float32, judged
+     against their float64 features of the same weights);
+  4. evaluation: both models with their weights after the joint steps embed the
+     test split of --sysu_dir (default: a generated set in the real test set's
+     shape) in float64; their `evaluate_sysymm01` on their features against
+     `python -m jsia_tf.evaluate --perm_file=official` on ours, within 1e-6;
+  5. every group's lr at the stage boundary and the decay point, their
      `lr_scheduler_step` against `Trainer.learning_rates`.
 First, each side's float32 joint steps run alone in a process of their own (the tool
 runs itself with --cost_side): the step's time and the process's peak memory.
@@ -63,6 +69,7 @@ from absl import flags
 import numpy as np
 
 from jsia_tf import cli
+from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import files
 from jsia_tf import parity
@@ -513,7 +520,6 @@ class Ours:
   def __init__(self, dtype: str, states, sizes: Dict[str, int], image_size=None):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
-    from jsia_tf import config as config_lib
     from jsia_tf.models import authors
     from jsia_tf.training import convert
     from jsia_tf.training import trainer as trainer_lib
@@ -812,9 +818,14 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   if sysu_dir not in ("", "none") and not os.path.isdir(sysu_dir):
     raise errors.ConfigError(f"--sysu_dir={sysu_dir}: no such directory (expected a "
                              f"SYSU-MM01 layout, '' to generate one, or 'none')")
-  if len(eval_image_size) != 2 or min(eval_image_size) < 32:
-    raise errors.ConfigError(f"--eval_image_size={','.join(map(str, eval_image_size))}: "
-                             f"expected height,width, each >= 32")
+  size_flag = f"--eval_image_size={','.join(map(str, eval_image_size))}"
+  if len(eval_image_size) != 2:
+    raise errors.ConfigError(f"{size_flag}: expected height,width in pixels")
+  try:  # the paper preset's networks at that size
+    config_lib.model_config("paper", image_height=eval_image_size[0],
+                            image_width=eval_image_size[1])
+  except errors.ConfigError as e:
+    raise errors.ConfigError(f"{size_flag}: {e}") from None
   if weights and not os.path.isfile(weights):
     raise errors.ConfigError(f"--weights={weights}: file not found (expected "
                              f"torchvision's resnet50-19c8e357.pth or a .safetensors copy)")
@@ -1178,7 +1189,6 @@ def lr_rows(theirs, torch) -> List:
   milestones: the decay epoch after the warm-up epochs) against
   `trainer.learning_rates(step)` of the paper preset."""
   # pylint: disable=import-outside-toplevel
-  from jsia_tf import config as config_lib
   from jsia_tf.training import trainer as trainer_lib
   train = config_lib.TrainConfig(workdir="unused", **{
       k: v for k, v in config_lib.TRAIN_PRESETS["paper"].items()
@@ -1214,7 +1224,6 @@ def converted_rows(theirs, images, their_features, log) -> List:
   sides' rounding, up to twice the floor) is the informational column."""
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
-  from jsia_tf import config as config_lib
   from jsia_tf.serving import extractor as extractor_lib
   from jsia_tf.serving import saved_model
   from jsia_tf.training import convert
@@ -1252,7 +1261,6 @@ def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
   set the tool generates in `scratch` in the real test set's shape (`sysu_dir`
   empty). The official perm file must fit it (a DataError otherwise)."""
   # pylint: disable=import-outside-toplevel
-  from jsia_tf import config as config_lib
   from jsia_tf.data import synthetic
   from jsia_tf.data import tfrecords
   from jsia_tf.evaluation import features as features_lib
