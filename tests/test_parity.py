@@ -132,6 +132,21 @@ def test_sysu_evaluation_tool_errors(tmp_path):
       result.stderr, result.stderr
 
 
+def test_our_side_of_their_evaluation_scores_identity_features_perfectly():
+  """Features that are each identity's one-hot vector rank every true match first:
+  R1, R10, R20 and mAP are 1 in all four settings."""
+  _, rows = protocols.official_test_layout(protocols.OFFICIAL_SPLIT_DIR)
+  ids = np.unique(rows[:, 0])
+  feats = features_lib.FeatureSet(
+      np.eye(len(ids))[np.searchsorted(ids, rows[:, 0])], ids=rows[:, 0], cams=rows[:, 1],
+      frames=rows[:, 2], modality=np.isin(rows[:, 1], (3, 6)).astype(int))
+  results = their_sysu.ours(feats, "one-hot features")
+  assert sorted(results) == sorted(["all-search single-shot", "all-search multi-shot",
+                                    "indoor-search single-shot", "indoor-search multi-shot"])
+  for metrics in results.values():
+    assert metrics == pytest.approx({"R1": 1.0, "R10": 1.0, "R20": 1.0, "mAP": 1.0})
+
+
 def test_an_evaluation_set_the_official_perm_file_does_not_fit_is_named():
   pid = int(protocols.read_ids(protocols.OFFICIAL_TEST_IDS)[0])
   feats = features_lib.FeatureSet(np.eye(2), ids=[pid, pid], cams=[1, 3], frames=[0, 0],

@@ -87,12 +87,12 @@ def theirs(evaluator, repo: str, feats: features_lib.FeatureSet) -> Results:
   return results
 
 
-def ours(feats: features_lib.FeatureSet, name: str = "") -> Results:
+def ours(feats: features_lib.FeatureSet, name: str) -> Results:
   """`python -m jsia_tf.evaluate --features=NAME --perm_file=official` on `feats`
-  (already loaded from the file `name`, if any), in all four settings."""
+  (the file `name`, already loaded, or features in memory that `name` describes),
+  in all four settings."""
   settings = report.evaluate_features(
-      [feats], config_lib.EvalConfig(features=(name,) if name else (),
-                                     perm_file="official"))["settings"]
+      [feats], config_lib.EvalConfig(features=(name,), perm_file="official"))["settings"]
   return {setting: {m: s["mean"][m] for m in METRICS} for setting, s in settings.items()}
 
 
