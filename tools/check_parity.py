@@ -800,7 +800,7 @@ def gradient_rows(section, files64, grads64, files32, grads32) -> List:
 DTYPES = ("float64", "float32")
 GAIN_DRAWS = 3  # random directions of the test-time tolerance's weight change
 # Both sides embed the evaluation's 10,578 test images in float64: at 96x64 that is
-# about 38 minutes on 2 cores, at the model's 256x128 five times as long. 96x64 is
+# about 41 minutes on 2 cores, at the model's 256x128 five times as long. 96x64 is
 # the smallest size the paper preset takes (6 stripes of a stride-16 map; the
 # discriminators' coarsest scale).
 EVAL_IMAGE_SIZE = (96, 64)
