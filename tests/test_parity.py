@@ -9,6 +9,7 @@ import pytest
 
 from jsia_tf import errors
 from jsia_tf import parity
+from jsia_tf.data import layouts
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import protocols
 from jsia_tf.evaluation import their_sysu
@@ -139,7 +140,7 @@ def test_our_side_of_their_evaluation_scores_identity_features_perfectly():
   ids = np.unique(rows[:, 0])
   feats = features_lib.FeatureSet(
       np.eye(len(ids))[np.searchsorted(ids, rows[:, 0])], ids=rows[:, 0], cams=rows[:, 1],
-      frames=rows[:, 2], modality=np.isin(rows[:, 1], (3, 6)).astype(int))
+      frames=rows[:, 2], modality=np.isin(rows[:, 1], layouts.SYSU_IR_CAMERAS).astype(int))
   results = their_sysu.ours(feats, "one-hot features")
   assert sorted(results) == sorted(["all-search single-shot", "all-search multi-shot",
                                     "indoor-search single-shot", "indoor-search multi-shot"])

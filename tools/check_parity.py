@@ -1266,7 +1266,7 @@ def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
   # pylint: disable=import-outside-toplevel
   from jsia_tf.data import synthetic
   from jsia_tf.data import tfrecords
-  from jsia_tf.evaluation import features as features_lib
+  from jsia_tf.evaluation import extract
   from jsia_tf.evaluation import their_sysu
   source = f"--sysu_dir={sysu_dir}"
   if not sysu_dir:
@@ -1280,9 +1280,7 @@ def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
   data = config_lib.DataConfig(dataset="sysu", data_dir=sysu_dir,
                                image_height=image_size[0], image_width=image_size[1])
   table = tfrecords.load_split(data, "test")
-  their_sysu.require_fit(features_lib.FeatureSet(
-      features=np.zeros((len(table), 1)), ids=table.pid, cams=table.camera,
-      frames=table.frame, modality=table.modality), source)
+  their_sysu.require_fit(extract.labelled(np.zeros((len(table), 1)), table), source)
   return table, data
 
 
@@ -1294,26 +1292,20 @@ def evaluation_rows(theirs, states, sizes, repo: str, table, data, log,
   --perm_file=official` on ours: R1, R10, R20 and mAP of the four settings, within
   their_sysu.TOLERANCE absolute. The features themselves: one float64 row."""
   # pylint: disable=import-outside-toplevel
-  from jsia_tf.data import pipeline
-  from jsia_tf.evaluation import features as features_lib
+  from jsia_tf.evaluation import extract
   from jsia_tf.evaluation import their_sysu
   evaluator = their_sysu.load_evaluator(repo)
   ours = Ours("float64", states, sizes, image_size=data.image_size)
-  embedded = {"ours": [], "theirs": []}
-  done, start = 0, time.perf_counter()
-  for batch in pipeline.make_eval_dataset(table, data, batch_size):
-    x = batch["x"].numpy().astype(np.float64)
-    embedded["ours"].append(ours.embed(x))
-    embedded["theirs"].append(theirs.embed(x))
-    done += len(x)
-    if done % (50 * batch_size) < batch_size or done == len(table):
-      log(f"  evaluation: {done}/{len(table)} test images embedded by both "
-          f"({time.perf_counter() - start:.0f} s)")
+  feats = {}
+  for side, embed in (("ours", ours.embed), ("theirs", theirs.embed)):
+    log(f"  evaluation: {side}")
+    # The pipeline's float32 images are exact in float64.
+    feats[side] = extract.extract_features(
+        lambda x, embed=embed: embed(np.asarray(x, np.float64)), table, data,
+        batch_size, log_every_seconds=60, log=lambda line: log(f"    {line}"),
+        dtype=np.float64)
   del ours
   _free()
-  feats = {side: features_lib.FeatureSet(
-      features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
-      frames=table.frame, modality=table.modality) for side, chunks in embedded.items()}
   h, w = data.image_size
   rows = [parity.tensor_row("evaluation", "feature",
                             f"{len(table)} test images at {h}x{w}",

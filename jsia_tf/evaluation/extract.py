@@ -27,11 +27,21 @@ from jsia_tf.serving import saved_model
 Embed = Callable[[tf.Tensor], tf.Tensor]
 
 
+def labelled(features: np.ndarray, table: table_lib.ImageTable) -> features_lib.FeatureSet:
+  """`features` [N, D] of the N rows of `table`, with the rows' labels."""
+  return features_lib.FeatureSet(
+      features=features, ids=table.pid, cams=table.camera, frames=table.frame,
+      modality=table.modality, paths=table.path.astype(str),
+      role=table.role if table.role.any() else None)
+
+
 def extract_features(embed: Embed, table: table_lib.ImageTable,
                      data_cfg: config_lib.DataConfig, batch_size: int = 128,
                      log_every_seconds: float = 10.0,
-                     log: Callable[[str], None] = print) -> features_lib.FeatureSet:
-  """Embeds every image of `table` once, in table order.
+                     log: Callable[[str], None] = print,
+                     dtype=np.float32) -> features_lib.FeatureSet:
+  """Embeds every image of `table` once, in table order, keeping the embeddings
+  in `dtype`.
 
   `embed` maps float32 images [b, H, W, 3] in [-1, 1] to embeddings [b, D].
   """
@@ -39,13 +49,10 @@ def extract_features(embed: Embed, table: table_lib.ImageTable,
   progress = progress_lib.Progress(len(table), "features", log, every=log_every_seconds)
   for batch in pipeline.make_eval_dataset(table, data_cfg, batch_size):
     x = batch["x"]
-    chunks.append(np.asarray(embed(x), np.float32))
+    chunks.append(np.asarray(embed(x), dtype))
     done += int(x.shape[0])
     progress.update(done)
-  return features_lib.FeatureSet(
-      features=np.concatenate(chunks), ids=table.pid, cams=table.camera,
-      frames=table.frame, modality=table.modality, paths=table.path.astype(str),
-      role=table.role if table.role.any() else None)
+  return labelled(np.concatenate(chunks), table)
 
 
 def extract_test_features(embed: Embed, data_cfg: config_lib.DataConfig,
