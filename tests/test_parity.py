@@ -97,14 +97,6 @@ def test_tool_errors(tmp_path):
                       f"--sysu_dir={tmp_path / 'nowhere'}")
   assert result.returncode == 2 and (f"error: --sysu_dir={tmp_path / 'nowhere'}: no such "
                                      f"directory" in result.stderr)
-  result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
-                      "--eval_image_size=32,32")
-  assert result.returncode == 2 and ("error: --eval_image_size=32,32: --image_height=32 "
-                                     "is invalid: expected at least 64" in result.stderr)
-  result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}",
-                      "--eval_image_size=128,wide")
-  assert result.returncode == 2 and ("error: --eval_image_size=128,wide: expected "
-                                     "height,width" in result.stderr)
   result = run_python("tools/check_parity.py", f"--authors_repo={tmp_path}", "--gen_rows=3")
   assert result.returncode == 2 and ("error: --gen_rows=3: expected whole identities of "
                                      "the re-id batch, a multiple of --batch_k=2 up to 8"

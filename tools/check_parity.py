@@ -3,7 +3,7 @@
   pip install -e .[parity]
   python tools/check_parity.py --authors_repo=DIR [--weights=resnet50-19c8e357.pth]
       [--batch_p=4 --batch_k=2 --gen_rows=4 --steps=5] [--sysu_dir=DIR]
-      [--eval_image_size=96,64] [--output_json=parity.json]
+      [--output_json=parity.json]
 
 DIR is a clone of github.com/wangguanan/JSIA-ReID; nothing of it is copied into
 jsia_tf. Their networks are built from DIR (offline: their Encoder's ImageNet
@@ -28,7 +28,8 @@ in float32 (informational):
      against their float64 features of the same weights);
   4. evaluation: both models with their weights after the joint steps embed the
      test split of --sysu_dir (default: a generated set in the real test set's
-     shape) in float64; their `evaluate_sysymm01` on their features against
+     shape) in float64 at 256x128, the size their Encoder resizes every input to;
+     their `evaluate_sysymm01` on their features against
      `python -m jsia_tf.evaluate --perm_file=official` on ours, within 1e-6;
   5. every group's lr at the stage boundary and the decay point, their
      `lr_scheduler_step` against `Trainer.learning_rates`.
@@ -107,10 +108,6 @@ def define_flags():
                       "SYSU-MM01, or python -m jsia_tf.generate --layout=sysu "
                       "--like_sysu_test); empty: the tool generates one; 'none': no "
                       "evaluation section.")
-  flags.DEFINE_list("eval_image_size", ["96", "64"], "Height,width at which both "
-                    "sides embed the evaluation's test set in float64: the smallest "
-                    "size the paper preset's networks take (the model's 256,128 "
-                    "takes five times as long).")
   flags.DEFINE_enum("cost_side", "", ["", "ours", "theirs"], "Internal: run one side's "
                     "float32 joint steps alone and print their time and this process's "
                     "peak memory as JSON (the tool runs itself so for each side).")
@@ -518,7 +515,7 @@ class Ours:
   """jsia_tf's trainer of the paper preset as their code implements it, in `dtype`,
   with their initial weights (`states`; None: its own initialisation)."""
 
-  def __init__(self, dtype: str, states, sizes: Dict[str, int], image_size=None):
+  def __init__(self, dtype: str, states, sizes: Dict[str, int]):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     from jsia_tf.models import authors
@@ -528,11 +525,6 @@ class Ours:
     with _policy(dtype), tempfile.TemporaryDirectory() as tmp:
       cfg = convert.experiment_config(tmp, config_lib.DataConfig(
           batch_p=sizes["batch_p"], batch_k=sizes["batch_k"]))
-      if image_size:  # the networks take any size; the Keras models are built at one
-        h, w = image_size
-        cfg = dataclasses.replace(
-            cfg, data=dataclasses.replace(cfg.data, image_height=h, image_width=w),
-            model=dataclasses.replace(cfg.model, image_height=h, image_width=w))
       self.trainer = trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
       # Their G batch: the first gen_rows rows of the re-id batch (identity-aligned).
       self.trainer.gen_rows = self.trainer.global_gen_rows = sizes["gen_rows"]
@@ -799,11 +791,12 @@ def gradient_rows(section, files64, grads64, files32, grads32) -> List:
 
 DTYPES = ("float64", "float32")
 GAIN_DRAWS = 3  # random directions of the test-time tolerance's weight change
-# Both sides embed the evaluation's 10,578 test images in float64: at 96x64 that is
-# about 41 minutes on 2 cores, at the model's 256x128 five times as long. 96x64 is
-# the smallest size the paper preset takes (6 stripes of a stride-16 map; the
-# discriminators' coarsest scale).
-EVAL_IMAGE_SIZE = (96, 64)
+# The evaluation's images reach both sides at 256x128: their Encoder's forward
+# resizes every input to that size (F.interpolate(x, [256, 128])), jsia_tf's
+# network takes the model's size, so at another size the two would see different
+# images.
+EVAL_IMAGE_SIZE = (config_lib.PRESETS["paper"]["image_height"],
+                   config_lib.PRESETS["paper"]["image_width"])
 
 
 def _scalars(captured):
@@ -814,21 +807,13 @@ def _scalars(captured):
 
 def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: int = 2,
         gen_rows: int = 4, steps: int = 5, their_perturbation: float = 0.0,
-        sysu_dir: str = "", eval_image_size=EVAL_IMAGE_SIZE, log=print):
+        sysu_dir: str = "", log=print):
   """Builds both, runs every comparison, returns (rows, settings). `sysu_dir`: the
   evaluation's data set ("": generated, "none": no evaluation)."""
   check_repo(repo)
   if sysu_dir not in ("", "none") and not os.path.isdir(sysu_dir):
     raise errors.ConfigError(f"--sysu_dir={sysu_dir}: no such directory (expected a "
                              f"SYSU-MM01 layout, '' to generate one, or 'none')")
-  size_flag = f"--eval_image_size={','.join(map(str, eval_image_size))}"
-  if len(eval_image_size) != 2:
-    raise errors.ConfigError(f"{size_flag}: expected height,width in pixels")
-  try:  # the paper preset's networks at that size
-    config_lib.model_config("paper", image_height=eval_image_size[0],
-                            image_width=eval_image_size[1])
-  except errors.ConfigError as e:
-    raise errors.ConfigError(f"{size_flag}: {e}") from None
   if weights and not os.path.isfile(weights):
     raise errors.ConfigError(f"--weights={weights}: file not found (expected "
                              f"torchvision's resnet50-19c8e357.pth or a .safetensors copy)")
@@ -862,7 +847,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
   # fails here, not after the trajectory.
   eval_scratch = tempfile.TemporaryDirectory(prefix="check_parity_eval_")
   evaluation = (None if sysu_dir == "none" else
-                sysu_test_split(sysu_dir, eval_scratch.name, tuple(eval_image_size), log))
+                sysu_test_split(sysu_dir, eval_scratch.name, log))
 
   log(f"their networks: {torchvision_note}")
   theirs = Theirs(modules, torch, seed, weights)
@@ -1018,7 +1003,7 @@ def run(repo: str, weights: str = "", seed: int = 0, batch_p: int = 4, batch_k: 
               "evaluation": ("none" if not evaluation else
                              f"{len(evaluation[0])} test images of "
                              f"{sysu_dir or 'a generated --like_sysu_test set'} at "
-                             f"{eval_image_size[0]}x{eval_image_size[1]}"),
+                             f"{EVAL_IMAGE_SIZE[0]}x{EVAL_IMAGE_SIZE[1]}"),
               "step_seconds_float32": timings.get("joint", {}),
               "cost_float32": costs,
               "macs": {
@@ -1259,10 +1244,11 @@ def converted_rows(theirs, images, their_features, log) -> List:
   return rows
 
 
-def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
-  """(table, data config) of the evaluation's test split: of `sysu_dir`, or of a
-  set the tool generates in `scratch` in the real test set's shape (`sysu_dir`
-  empty). The official perm file must fit it (a DataError otherwise)."""
+def sysu_test_split(sysu_dir: str, scratch: str, log):
+  """(table, data config at EVAL_IMAGE_SIZE) of the evaluation's test split: of
+  `sysu_dir`, or of a set the tool generates in `scratch` in the real test set's
+  shape (`sysu_dir` empty). The official perm file must fit it (a DataError
+  otherwise)."""
   # pylint: disable=import-outside-toplevel
   from jsia_tf.data import synthetic
   from jsia_tf.data import tfrecords
@@ -1275,10 +1261,11 @@ def sysu_test_split(sysu_dir: str, scratch: str, image_size, log):
               f"--like_sysu_test --num_ids={synthetic.SYSU_TEST_IDS + 2}")
     log(f"generating the evaluation's test set ({source})")
     synthetic.generate(synthetic.SyntheticConfig(
-        output_dir=sysu_dir, num_ids=synthetic.SYSU_TEST_IDS + 2, like_sysu_test=True,
-        image_height=image_size[0]), log=lambda *a, **k: None)
+        output_dir=sysu_dir, num_ids=synthetic.SYSU_TEST_IDS + 2, like_sysu_test=True),
+        log=lambda *a, **k: None)
   data = config_lib.DataConfig(dataset="sysu", data_dir=sysu_dir,
-                               image_height=image_size[0], image_width=image_size[1])
+                               image_height=EVAL_IMAGE_SIZE[0],
+                               image_width=EVAL_IMAGE_SIZE[1])
   table = tfrecords.load_split(data, "test")
   their_sysu.require_fit(extract.labelled(np.zeros((len(table), 1)), table), source)
   return table, data
@@ -1295,7 +1282,7 @@ def evaluation_rows(theirs, states, sizes, repo: str, table, data, log,
   from jsia_tf.evaluation import extract
   from jsia_tf.evaluation import their_sysu
   evaluator = their_sysu.load_evaluator(repo)
-  ours = Ours("float64", states, sizes, image_size=data.image_size)
+  ours = Ours("float64", states, sizes)
   feats = {}
   for side, embed in (("ours", ours.embed), ("theirs", theirs.embed)):
     log(f"  evaluation: {side}")
@@ -1336,14 +1323,9 @@ def main(argv):
     print(json.dumps(cost(FLAGS.cost_side, FLAGS.authors_repo, FLAGS.weights, FLAGS.seed,
                           FLAGS.batch_p, FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps)))
     return
-  try:
-    eval_image_size = [int(v) for v in FLAGS.eval_image_size]
-  except ValueError:
-    raise errors.ConfigError(f"--eval_image_size={','.join(FLAGS.eval_image_size)}: "
-                             f"expected height,width in pixels") from None
   rows, settings = run(FLAGS.authors_repo, FLAGS.weights, FLAGS.seed, FLAGS.batch_p,
                        FLAGS.batch_k, FLAGS.gen_rows, FLAGS.steps,
-                       FLAGS.their_perturbation, FLAGS.sysu_dir, eval_image_size)
+                       FLAGS.their_perturbation, FLAGS.sysu_dir)
   print(f"authors' code {settings['authors_commit']} (torch {settings['torch']}) vs "
         f"jsia_tf (TensorFlow {settings['tensorflow']}); weights: {settings['weights']}; "
         f"re-id batch {settings['reid_batch']}, G batch {settings['gen_batch']}; "
