@@ -51,7 +51,6 @@ console.quiet()  # before anything imports TensorFlow
 
 import builtins
 import contextlib
-import dataclasses
 import functools
 import gc
 import importlib
