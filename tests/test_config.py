@@ -72,10 +72,13 @@ def test_flags_parse_into_config():
 def test_presets_set_schedule_batch_and_f_lr_unless_flags_do():
   demo = train_config_from_argv()
   assert demo.model.preset == "demo" and demo.data.batch_p == 8
+  # The demo's E_sl has weights of its own; the paper preset keeps SL.
+  assert demo.model.sl_mode == "separate"
   assert (demo.train.warmup_steps, demo.train.joint_steps, demo.train.lr_f) == (
       100, 500, 2e-3)
   paper = train_config_from_argv("--data_dir=/data/SYSU-MM01")
   assert paper.model.preset == "paper" and paper.data.batch_p == 16
+  assert paper.model.sl_mode == "shared"
   # The authors' schedule: an "epoch" is 200 steps; G warm-up 100 epochs, joint 50.
   assert (paper.train.warmup_steps, paper.train.joint_steps, paper.train.lr_f) == (
       20000, 10000, 4.5e-4)

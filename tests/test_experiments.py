@@ -2,6 +2,7 @@
 Table 3 runner on the tiny preset (tables, intervals, reuse, resume, HParams), and
 its bad input."""
 
+import dataclasses
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from jsia_tf import errors
 from jsia_tf.experiments import stats
 
 from conftest import run_python
+from conftest import train_config_from_argv
 
 
 def test_summarize_and_paired_difference_by_hand():
@@ -98,11 +100,11 @@ def test_table3_runner_trains_reuses_and_resumes(tmp_path, sysu_dir, tiny_run):
   # An unfinished run: row 2 seed 1 stopped after its first step.
   spec = table3.specs(cfg)[3]
   assert spec.name == "row2_seed1" and "--seed=1" in spec.argv
-  assert "--sl_mode=separate" not in spec.argv and "--lambda_il=0" in spec.argv
+  assert "--sl_mode=shared" in spec.argv and "--lambda_il=0" in spec.argv
   row7, row8 = table3.specs(_ablation_config(tmp_path, sysu_dir, rows=(7, 8), seeds=1))
   assert row7.argv[-2:] == ("--sl_mode=adversarial", "--seed=0")
-  assert row8.argv[-2:] == ("--lr_pairs=unpaired", "--seed=0")
-  assert not any(a.startswith(("--lambda", "--sl_mode")) for a in row8.argv)
+  assert row8.argv[-3:] == ("--sl_mode=shared", "--lr_pairs=unpaired", "--seed=0")
+  assert not any(a.startswith("--lambda") for a in row8.argv)
   assert not any(a.startswith("--lambda") for a in row7.argv)
   unfinished = train_flags.experiment_config_from_argv(
       [*spec.argv, f"--workdir={tmp_path}/ablation/row2_seed1", "--stop_at_step=1"])
@@ -212,6 +214,12 @@ def test_sweep_tables_and_plots_r1_per_value(tmp_path, sysu_dir, tiny_run):
   specs = fig5.specs(cfg)
   assert [s.name for s in specs] == ["lambda_il_0_seed0", "lambda_il_0.5_seed0"]
   assert specs[1].argv[-2:] == ("--lambda_il=0.5", "--seed=0")
+  # The paper's model whatever the preset's SL mode; --train_flags may override it.
+  assert specs[1].argv[0] == "--sl_mode=shared"
+  demo = train_config_from_argv(*specs[1].argv[:1], "--preset=demo")
+  assert demo.model.sl_mode == "shared"
+  override = fig5.specs(dataclasses.replace(cfg, train_flags=("--sl_mode=separate",)))
+  assert train_config_from_argv(*override[0].argv).model.sl_mode == "separate"
   for s in specs:
     _finished_copy(tiny_run, os.path.join(cfg.output_dir, s.name))
   result = fig5.run(cfg, log=lambda _: None)

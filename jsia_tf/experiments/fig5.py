@@ -22,8 +22,10 @@ def _value_flag(cfg: config_lib.SweepConfig, value: float) -> str:
 
 
 def specs(cfg: config_lib.SweepConfig) -> List[runner.RunSpec]:
-  """One run per (value, seed), values in the order given."""
-  common = runner.common_flags(cfg)
+  """One run per (value, seed), values in the order given, of the paper's model:
+  SL on (`--sl_mode=shared`; the demo preset's default is not SL), which
+  `--train_flags` may override."""
+  common = ["--sl_mode=shared"] + runner.common_flags(cfg)
   return [runner.RunSpec(f"{cfg.param}_{value:g}_seed{seed}",
                          tuple(common + [_value_flag(cfg, value), f"--seed={seed}"]),
                          {cfg.param: float(value), "seed": seed})

@@ -2,7 +2,8 @@
 several seeds per row, each row's paired difference to row 1 with a 95% interval.
 
 Rows (SL, IL, LR, UI), as the paper's switches: SL = E_sl shared with E_i
-(`--sl_mode=separate` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
+(`--sl_mode=shared`, named, since a preset may default to another mode;
+`--sl_mode=separate` when off), IL / LR / UI = `--lambda_il`, `--lambda_lr`,
 `--lambda_ui` (0 when off). A part can also be DEGRADED, as in the paper's rows 7-8:
 SL without disentanglement, a feature-level modality GAN on E_sl as in cmGAN
 (`--sl_mode=adversarial`, row 7), and LR on unpaired real images
@@ -26,9 +27,11 @@ TABLE_FILE, JSON_FILE = "ablation.md", "ablation.json"
 
 
 def row_flags(row: int) -> List[str]:
-  """The train flags that switch the parts of `row` off (the rest keep defaults)."""
+  """The train flags of `row`'s parts: SL's mode always (the demo preset's default
+  is not SL), the loss weights of the parts switched off (the rest keep defaults)."""
   sl, il, lr, ui = ROWS[row]
-  out = {ON: [], OFF: ["--sl_mode=separate"], DEGRADED: ["--sl_mode=adversarial"]}[sl]
+  out = [{ON: "--sl_mode=shared", OFF: "--sl_mode=separate",
+          DEGRADED: "--sl_mode=adversarial"}[sl]]
   for part, name in ((il, "lambda_il"), (lr, "lambda_lr"), (ui, "lambda_ui")):
     if part == OFF:
       out.append(f"--{name}=0")
