@@ -81,6 +81,14 @@ def test_stream_is_a_function_of_seed_and_batch_index(table):
   assert not np.array_equal(other["label_rgb"], full[0]["label_rgb"])
 
 
+def test_the_stream_runs_without_autotunes_model_thread(table):
+  """Its iterator is deleted at the end of every run; with autotune's model thread
+  that deletion can wait up to a minute (the pipeline's comment)."""
+  dataset = pipeline.make_train_dataset(table, _cfg())
+  assert dataset.options().autotune.enabled is False
+  assert next(dataset.as_numpy_iterator())["x_rgb"].shape[0] > 0  # still a stream
+
+
 def test_identity_without_both_modalities_is_left_out(table):
   keep = ~((table.label == 0) & (table.modality == layouts.IR))
   sampler = pipeline.PKSampler(table.label[keep], table.modality[keep], P, K, seed=0)
