@@ -1,5 +1,6 @@
 """Shared plumbing of the command-line entry points (absl apps)."""
 
+import gc
 import os
 import sys
 
@@ -33,10 +34,17 @@ def run(main):
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
       sys.exit(0)
     except errors.JsiaError as e:
-      _fail(str(e))
+      message = str(e)
     except OSError as e:
       where = f"{e.filename}: " if e.filename else ""
-      _fail(f"{where}{errors.cause(e)}")
+      message = f"{where}{errors.cause(e)}"
+    # The exception is gone here, and with it the frames of the failed call. What
+    # they held is finalised now, while its files are open: TensorFlow's eager
+    # all-reduce leaves a thread pool in its frame when a collective fails, and
+    # finalised in the interpreter's teardown it writes to a closed pipe and prints
+    # a traceback after the error line.
+    gc.collect()
+    _fail(message)
 
   app.run(_main)
 

@@ -89,3 +89,39 @@ def test_an_error_is_the_only_line_and_verbosity_shows_tensorflow():
   lines = verbose.stderr.splitlines()
   assert any(console.is_tensorflow_line(line.encode()) for line in lines), lines
   assert lines[-1].startswith("error: --workdir=/nonexistent/run does not exist")
+
+
+_FAILED_COLLECTIVE = r"""
+import multiprocessing.pool
+import tensorflow as tf
+from jsia_tf import cli, errors
+
+def all_reduce():
+  # What TensorFlow's eager all-reduce does: a thread pool, and a collective that
+  # fails inside its map, which leaves the pool in this frame.
+  pool = multiprocessing.pool.ThreadPool(2)
+  def reduce(_):
+    raise tf.errors.UnavailableError(None, None, "Collective ops is aborted")
+  pool.map(reduce, [0, 1])
+  pool.close()
+
+def main(argv):
+  try:
+    all_reduce()
+  except tf.errors.UnavailableError:
+    raise errors.TrainingError("step 2: the workers' collective failed") from None
+
+cli.run(main)
+"""
+
+
+def test_an_error_from_a_failed_collective_is_the_last_line():
+  """The error line ends stderr: what the failed call held is finalised before the
+  process exits, not in the interpreter's teardown (where a thread pool's pipe is
+  closed and it prints a traceback)."""
+  result = subprocess.run([sys.executable, "-c", _FAILED_COLLECTIVE], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  # This script keeps TensorFlow's log lines (no console.quiet) to show its stderr.
+  assert result.stderr.splitlines()[-1] == "error: step 2: the workers' collective failed"
+  assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
