@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated data sets, made once per test session."""
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -41,31 +42,56 @@ def train_config_from_argv(*argv):
   return train_flags.experiment_config_from_argv(argv)
 
 
-def _generate(root, **kwargs):
-  cfg = synthetic.SyntheticConfig(output_dir=str(root), num_workers=1, **kwargs)
-  synthetic.generate(cfg, log=lambda _: None)
-  return str(root)
+def built_once(tmp_path_factory, name, build):
+  """The folder `name`, made by `build(path)` once per test run and read-only.
+
+  Under pytest-xdist each worker process has its own session and module fixtures,
+  so an expensive one (a training run) would be built once per worker, the two
+  builds competing for the same cores. Here the first worker to ask builds it in
+  the run's shared temporary folder while holding a lock; the others wait for it
+  and use the same folder. A build that fails leaves no mark: the next asker builds
+  again."""
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    path = tmp_path_factory.mktemp(name) / name
+    build(path)
+    return path
+  root = tmp_path_factory.getbasetemp().parent / "built_once"  # shared by the workers
+  root.mkdir(exist_ok=True)
+  path, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not done.exists():
+      shutil.rmtree(path, ignore_errors=True)
+      build(path)
+      done.touch()
+  return path
+
+
+def _generate(tmp_path_factory, name, **kwargs):
+  def build(path):
+    cfg = synthetic.SyntheticConfig(output_dir=str(path), num_workers=1, **kwargs)
+    synthetic.generate(cfg, log=lambda _: None)
+  return str(built_once(tmp_path_factory, name, build))
 
 
 @pytest.fixture(scope="session")
 def sysu_dir(tmp_path_factory):
   """A read-only tiny SYSU-layout set: 12 ids, 2-5 images per (camera, id)."""
-  return _generate(tmp_path_factory.mktemp("gen") / "sysu", layout="sysu",
-                   num_ids=12, min_images=2, max_images=5, image_height=64, seed=3)
+  return _generate(tmp_path_factory, "sysu", layout="sysu", num_ids=12, min_images=2,
+                   max_images=5, image_height=64, seed=3)
 
 
 @pytest.fixture(scope="session")
 def regdb_dir(tmp_path_factory):
   """A read-only tiny RegDB-layout set: 6 ids, 10 images per modality."""
-  return _generate(tmp_path_factory.mktemp("gen") / "regdb", layout="regdb",
-                   num_ids=6, seed=4)
+  return _generate(tmp_path_factory, "regdb", layout="regdb", num_ids=6, seed=4)
 
 
 @pytest.fixture(scope="session")
 def llcm_dir(tmp_path_factory):
   """A read-only tiny LLCM-layout set: 12 ids (4 test), 2-4 images per camera mode."""
-  return _generate(tmp_path_factory.mktemp("gen") / "llcm", layout="llcm",
-                   num_ids=12, min_images=2, max_images=4, image_height=64, seed=5)
+  return _generate(tmp_path_factory, "llcm", layout="llcm", num_ids=12, min_images=2,
+                   max_images=4, image_height=64, seed=5)
 
 
 @pytest.fixture
@@ -90,12 +116,13 @@ def tiny_run(sysu_dir, tmp_path_factory):
   from jsia_tf.training import experiment
   from jsia_tf.training import loop
 
-  model = config_lib.model_config("tiny")
-  data = config_lib.DataConfig(data_dir=sysu_dir, image_height=model.image_height,
-                               image_width=model.image_width, batch_p=4, batch_k=2)
-  train = config_lib.TrainConfig(
-      workdir=str(tmp_path_factory.mktemp("runs") / "tiny"), warmup_steps=2,
-      joint_steps=2, gen_ids=2, log_every=4, image_every=0, eval_every=0)
-  loop.run(experiment.ExperimentConfig(data, model, losses.LossWeights(), train),
-           log=lambda _: None)
-  return train.workdir
+  def build(path):
+    model = config_lib.model_config("tiny")
+    data = config_lib.DataConfig(data_dir=sysu_dir, image_height=model.image_height,
+                                 image_width=model.image_width, batch_p=4, batch_k=2)
+    train = config_lib.TrainConfig(workdir=str(path / "tiny"), warmup_steps=2,
+                                   joint_steps=2, gen_ids=2, log_every=4, image_every=0,
+                                   eval_every=0)
+    loop.run(experiment.ExperimentConfig(data, model, losses.LossWeights(), train),
+             log=lambda _: None)
+  return str(built_once(tmp_path_factory, "tiny_run", build) / "tiny")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from jsia_tf.analysis import metrics
 
+from conftest import built_once
 from conftest import run_python
 
 # ---- metrics -------------------------------------------------------------------------
@@ -165,17 +166,24 @@ def analysed(tiny_run, tmp_path_factory):
   Inception graph: (output dir, analysis.json, report.md, log lines)."""
   from jsia_tf import config as config_lib  # pylint: disable=import-outside-toplevel
   from jsia_tf.analysis import analyze
-  root = tmp_path_factory.mktemp("analysis")
-  write_stand_in_graph(root / "graph.pb")
-  lines = []
-  cfg = config_lib.AnalyzeConfig(workdir=tiny_run, compare=(tiny_run,),
-                                 inception=str(root / "graph.pb"),
-                                 output_dir=str(root / "out"), kid_subsets=5, grid_ids=3)
-  result = analyze.analyze(cfg, log=lines.append)
+  def build(root):
+    root.mkdir()
+    write_stand_in_graph(root / "graph.pb")
+    lines = []
+    cfg = config_lib.AnalyzeConfig(workdir=tiny_run, compare=(tiny_run,),
+                                   inception=str(root / "graph.pb"),
+                                   output_dir=str(root / "out"), kid_subsets=5,
+                                   grid_ids=3)
+    result = analyze.analyze(cfg, log=lines.append)
+    with open(root / "out" / "analysis.json") as f:
+      assert json.load(f) == json.loads(json.dumps(result))
+    (root / "log.txt").write_text("".join(line + "\n" for line in lines))
+  root = built_once(tmp_path_factory, "analysed", build)
   out = root / "out"
   with open(out / "analysis.json") as f:
-    assert json.load(f) == json.loads(json.dumps(result))
-  return out, result, (out / "report.md").read_text(), lines
+    result = json.load(f)
+  return (out, result, (out / "report.md").read_text(),
+          (root / "log.txt").read_text().splitlines())
 
 
 def test_analysis_writes_table4_with_every_number(analysed):

@@ -17,6 +17,8 @@ from jsia_tf.training import experiment
 from jsia_tf.training import loop
 from jsia_tf.training import trainer as trainer_lib
 
+from conftest import built_once
+
 
 def _config(sysu_dir, workdir, **train):
   model = config_lib.model_config("tiny")
@@ -31,9 +33,8 @@ def _config(sysu_dir, workdir, **train):
 @pytest.fixture(scope="module")
 def stopped_run(sysu_dir, tmp_path_factory):
   """A tiny run stopped at step 3 with ckpt-1, ckpt-2 and ckpt-3. Read-only."""
-  workdir = tmp_path_factory.mktemp("ckpt") / "run"
-  loop.run(_config(sysu_dir, workdir, stop_at_step=3), log=lambda _: None)
-  return str(workdir)
+  return str(built_once(tmp_path_factory, "stopped_run", lambda path: loop.run(
+      _config(sysu_dir, path, stop_at_step=3), log=lambda _: None)))
 
 
 @pytest.fixture

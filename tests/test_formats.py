@@ -17,6 +17,7 @@ from jsia_tf.evaluation import features as features_lib
 from jsia_tf.serving import formats
 from jsia_tf.serving import saved_model
 
+from conftest import built_once
 from conftest import run_python
 
 OTHERS = tuple(n for n in config_lib.EXPORT_FORMATS if n != "saved_model")
@@ -31,12 +32,14 @@ def exported(tiny_run, tmp_path_factory):
   """A version of the tiny run with every format, exported by the command a user
   runs (its own process, as the converters' native libraries expect), and the
   export's console lines."""
-  base = str(tmp_path_factory.mktemp("export") / "models")
-  result = run_python("-m", "jsia_tf.export", f"--workdir={tiny_run}",
-                      f"--export_dir={base}",
-                      f"--format={','.join(config_lib.EXPORT_FORMATS)}")
-  assert result.returncode == 0, result.stderr
-  return os.path.join(base, "1"), result.stdout.splitlines()
+  def build(path):
+    result = run_python("-m", "jsia_tf.export", f"--workdir={tiny_run}",
+                        f"--export_dir={path / 'models'}",
+                        f"--format={','.join(config_lib.EXPORT_FORMATS)}")
+    assert result.returncode == 0, result.stderr
+    (path / "stdout.txt").write_text(result.stdout)
+  path = built_once(tmp_path_factory, "exported", build)
+  return str(path / "models" / "1"), (path / "stdout.txt").read_text().splitlines()
 
 
 def _listing(root):

@@ -29,6 +29,7 @@ from jsia_tf.training import loop
 from jsia_tf.training import trainer as trainer_lib
 
 from conftest import REPO
+from conftest import built_once
 from conftest import run_python
 from conftest import train_config_from_argv
 from conftest import user_env
@@ -151,9 +152,11 @@ _TERMS = ("total", "dis", "gan", "recon", "cycle", "code", "v", "id", "il", "lr"
 @pytest.fixture(scope="module")
 def one_replica(sysu_dir, tmp_path_factory):
   """The metrics of the reference run on a single replica, and its config."""
-  cfg = _cfg(sysu_dir, tmp_path_factory.mktemp("one"), **_REPLICA_RUN)
-  loop.run(cfg, log=lambda _: None)
-  return _metrics(cfg.train.workdir), cfg
+  def config(workdir):
+    return _cfg(sysu_dir, workdir, **_REPLICA_RUN)
+  workdir = built_once(tmp_path_factory, "one_replica",
+                       lambda path: loop.run(config(path), log=lambda _: None))
+  return _metrics(workdir), config(workdir)
 
 
 def _assert_same_losses(got, want):
