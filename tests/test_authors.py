@@ -101,6 +101,13 @@ def test_round_trip_is_the_identity(source, states):
   np.testing.assert_array_equal(target.D_rgb(m, s), source.D_rgb(m, s))
 
 
+@pytest.fixture(scope="module")
+def target():
+  """A paper-preset model of other weights for the loads that must fail: they
+  assign nothing, so the cases share it (each checks it is unchanged)."""
+  return jsia.build(_paper(seed=9), NUM_CLASSES)
+
+
 def _damaged(states, index, edit):
   copy = [dict(s) for s in states]
   edit(copy[index])
@@ -118,9 +125,8 @@ def _damaged(states, index, edit):
     (0, lambda s: s.update({"mod_invar_enc.classifier.bn.bias": np.ones(2048)}),
      "classifier.bn.bias is not zero"),
 ])
-def test_a_tensor_that_does_not_fit_is_named_and_nothing_is_assigned(states, index, edit,
-                                                                      message):
-  target = jsia.build(_paper(seed=9), NUM_CLASSES)
+def test_a_tensor_that_does_not_fit_is_named_and_nothing_is_assigned(states, target, index,
+                                                                      edit, message):
   before = [v.numpy() for v in target.weights]
   with pytest.raises(errors.ConfigError, match=message.replace("(", r"\(").replace(
       ")", r"\)").replace("[", r"\[").replace("]", r"\]")) as info:
