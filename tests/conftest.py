@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny generated data sets, made once per test session."""
+"""Shared fixtures: tiny generated data sets and runs, made once per test run."""
 
 import fcntl
 import os
@@ -51,11 +51,9 @@ def built_once(tmp_path_factory, name, build):
   the run's shared temporary folder while holding a lock; the others wait for it
   and use the same folder. A build that fails leaves no mark: the next asker builds
   again."""
-  if "PYTEST_XDIST_WORKER" not in os.environ:
-    path = tmp_path_factory.mktemp(name) / name
-    build(path)
-    return path
-  root = tmp_path_factory.getbasetemp().parent / "built_once"  # shared by the workers
+  base = tmp_path_factory.getbasetemp()
+  # Under xdist each worker's folder is one of the run's; their parent is the run's.
+  root = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "built_once"
   root.mkdir(exist_ok=True)
   path, done = root / name, root / f"{name}.done"
   with open(root / f"{name}.lock", "w") as lock:
@@ -125,4 +123,5 @@ def tiny_run(sysu_dir, tmp_path_factory):
                                    eval_every=0)
     loop.run(experiment.ExperimentConfig(data, model, losses.LossWeights(), train),
              log=lambda _: None)
+  # The workdir's name is the run's name in the analysis' tables.
   return str(built_once(tmp_path_factory, "tiny_run", build) / "tiny")
