@@ -97,7 +97,6 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
-  from jsia_tf import losses
   from jsia_tf.serving import extractor as extractor_lib
   from jsia_tf.serving import formats as formats_lib
   from jsia_tf.serving import saved_model
@@ -107,7 +106,7 @@ def measure(preset: str, formats, batches, seconds: float) -> dict:
   data = config_lib.DataConfig(data_dir="unused", image_height=model.image_height,
                                image_width=model.image_width)
   with tempfile.TemporaryDirectory() as tmp:
-    cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(),
+    cfg = experiment.ExperimentConfig(data, model, config_lib.LossWeights(),
                                       config_lib.TrainConfig(workdir=tmp))
     extractor = extractor_lib.Extractor(cfg)
     rng = np.random.default_rng(1)

@@ -153,7 +153,6 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
   # pylint: disable=import-outside-toplevel
   import tensorflow as tf
   from jsia_tf import config as config_lib
-  from jsia_tf import losses
   from jsia_tf.data import pipeline
   from jsia_tf.data import tfrecords
   from jsia_tf.training import distribute
@@ -171,7 +170,7 @@ def measure(preset: str, data_dir: str, steps: int, mixed_precision: str,
                                  mixed_precision=mixed_precision,
                                  jit_compile=jit_compile)
   distribute.set_numerics(train)
-  cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(), train)
+  cfg = experiment.ExperimentConfig(data, model, config_lib.LossWeights(), train)
   strategy = tf.distribute.get_strategy()
   table = tfrecords.load_split(data, "train")
   trainer = trainer_lib.Trainer(cfg, strategy, int(table.label.max()) + 1)

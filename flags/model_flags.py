@@ -5,7 +5,6 @@ import dataclasses
 from absl import flags
 
 from jsia_tf import config as config_lib
-from jsia_tf import losses
 
 # Flags that override a preset's value only when given (None = the preset's).
 _OVERRIDES = {
@@ -53,13 +52,13 @@ def model_config_from_flags(flag_values=flags.FLAGS, **overrides) -> config_lib.
 def define_loss_flags(flag_values=flags.FLAGS):
   """--lambda_<term> for every term of Eq. (16) (and row 7's); 0 switches a term off."""
   notes = {"lambda_sl_gan": " Used with --sl_mode=adversarial only (Table 3 row 7)."}
-  for field in dataclasses.fields(losses.LossWeights):
+  for field in dataclasses.fields(config_lib.LossWeights):
     flags.DEFINE_float(field.name, field.default,
                        f"Weight of the {field.name[len('lambda_'):]} loss term; 0 = off."
                        + notes.get(field.name, ""), flag_values=flag_values)
 
 
-def loss_weights_from_flags(flag_values=flags.FLAGS) -> losses.LossWeights:
+def loss_weights_from_flags(flag_values=flags.FLAGS) -> config_lib.LossWeights:
   """The LossWeights of the parsed flags."""
-  return losses.LossWeights(**{f.name: flag_values[f.name].value
-                               for f in dataclasses.fields(losses.LossWeights)})
+  return config_lib.LossWeights(**{f.name: flag_values[f.name].value
+                               for f in dataclasses.fields(config_lib.LossWeights)})

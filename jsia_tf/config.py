@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import typing
-from typing import Any, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from jsia_tf import errors
 from jsia_tf import files
@@ -415,6 +415,40 @@ def model_config(preset: str, **overrides) -> ModelConfig:
   """The ModelConfig of `preset` with `overrides` applied."""
   require(preset in PRESETS, "preset", preset, f"one of {sorted(PRESETS)}")
   return ModelConfig(preset=preset, **{**PRESETS[preset], **overrides})
+
+
+MAX_WEIGHT = 1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """The named weight of every term of Eq. (16) (and of Eq. (8)'s parts). A weight
+  of 0 switches its term off: the training step then does not compute it."""
+
+  lambda_gan: float = 1.0
+  lambda_recon: float = 10.0
+  lambda_cycle: float = 10.0
+  lambda_code: float = 1.0
+  lambda_v: float = 1.0
+  lambda_id: float = 1.0
+  lambda_il: float = 0.01
+  lambda_lr: float = 0.01
+  lambda_ui: float = 0.01
+  # Not in Eq. (16): Table 3 row 7's feature-level GAN; the trainer uses it with
+  # --sl_mode=adversarial only.
+  lambda_sl_gan: float = 1.0
+
+  def __post_init__(self):
+    # The paper's weights are at most 10; far larger ones overflow float32 losses.
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      require(0 <= value <= MAX_WEIGHT, field.name, value,
+                 f"a weight in [0, {MAX_WEIGHT:g}]")
+
+  def active(self) -> Dict[str, float]:
+    """{term: weight} of the terms that are switched on ("gan", "recon", ...)."""
+    return {f.name[len("lambda_"):]: getattr(self, f.name)
+            for f in dataclasses.fields(self) if getattr(self, f.name) > 0}
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

@@ -13,13 +13,15 @@ console.quiet()  # before anything imports TensorFlow
 
 from flags import embed_flags
 from jsia_tf import cli
-from jsia_tf.serving import embed
 
 
 def main(argv):
   """Entry point: flags -> EmbedConfig -> the features file."""
   del argv
-  embed.embed(embed_flags.embed_config_from_flags())
+  cfg = embed_flags.embed_config_from_flags()
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.serving import embed
+  embed.embed(cfg)
 
 
 if __name__ == "__main__":

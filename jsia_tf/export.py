@@ -14,13 +14,15 @@ console.quiet()  # before anything imports TensorFlow
 
 from flags import export_flags
 from jsia_tf import cli
-from jsia_tf.serving import saved_model
 
 
 def main(argv):
   """Entry point: flags -> ExportConfig -> a new SavedModel version."""
   del argv
-  saved_model.export_run(export_flags.export_config_from_flags())
+  cfg = export_flags.export_config_from_flags()
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.serving import saved_model
+  saved_model.export_run(cfg)
 
 
 if __name__ == "__main__":

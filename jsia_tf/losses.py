@@ -11,7 +11,6 @@ generated image is pulled towards the real one); unseen-identity (UI) mixing is
 KL(stop_grad(alpha p1 + (1 - alpha) p2) || p_mix), a soft-label classification.
 """
 
-import dataclasses
 from typing import Dict, Sequence
 
 import keras
@@ -206,41 +205,7 @@ def unseen_identity_loss(logits_mix: tf.Tensor, logits_1: tf.Tensor,
   return tf.reduce_sum(target * (log_target - tf.nn.log_softmax(logits_mix)), axis=-1)
 
 
-MAX_WEIGHT = 1000.0
-
-
-@dataclasses.dataclass(frozen=True)
-class LossWeights:
-  """The named weight of every term of Eq. (16) (and of Eq. (8)'s parts). A weight
-  of 0 switches its term off: the training step then does not compute it."""
-
-  lambda_gan: float = 1.0
-  lambda_recon: float = 10.0
-  lambda_cycle: float = 10.0
-  lambda_code: float = 1.0
-  lambda_v: float = 1.0
-  lambda_id: float = 1.0
-  lambda_il: float = 0.01
-  lambda_lr: float = 0.01
-  lambda_ui: float = 0.01
-  # Not in Eq. (16): Table 3 row 7's feature-level GAN; the trainer uses it with
-  # --sl_mode=adversarial only.
-  lambda_sl_gan: float = 1.0
-
-  def __post_init__(self):
-    # The paper's weights are at most 10; far larger ones overflow float32 losses.
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      config_lib.require(0 <= value <= MAX_WEIGHT, field.name, value,
-                         f"a weight in [0, {MAX_WEIGHT:g}]")
-
-  def active(self) -> Dict[str, float]:
-    """{term: weight} of the terms that are switched on ("gan", "recon", ...)."""
-    return {f.name[len("lambda_"):]: getattr(self, f.name)
-            for f in dataclasses.fields(self) if getattr(self, f.name) > 0}
-
-
-def total_loss(terms: Dict[str, tf.Tensor], weights: LossWeights) -> tf.Tensor:
+def total_loss(terms: Dict[str, tf.Tensor], weights: config_lib.LossWeights) -> tf.Tensor:
   """Eq. (16): sum of weight x term over the active terms.
 
   `terms` maps term names ("gan", "recon", "cycle", "code", "v", "id", "il", "lr",

@@ -14,13 +14,15 @@ console.quiet()  # before anything imports TensorFlow
 
 from flags import search_flags
 from jsia_tf import cli
-from jsia_tf.serving import search
 
 
 def main(argv):
   """Entry point: flags -> SearchConfig -> rankings and ranked-list images."""
   del argv
-  search.run(search_flags.search_config_from_flags())
+  cfg = search_flags.search_config_from_flags()
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.serving import search
+  search.run(cfg)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from absl import flags
 from flags import train_flags
 from jsia_tf import cli
 from jsia_tf import config as config_lib
-from jsia_tf.models import jsia
-from jsia_tf.training import loop
 
 FLAGS = flags.FLAGS
 # Training identities when no data set is read (dry run): the real sets' numbers.
@@ -34,6 +32,10 @@ def main(argv):
   """Entry point: flags -> ExperimentConfig -> training run (or dry run)."""
   del argv
   cfg = train_flags.experiment_config_from_flags()
+  # Imported once the flags and the config are valid: a bad one is answered at
+  # once, not after the seconds TensorFlow takes to load.
+  from jsia_tf.models import jsia  # pylint: disable=import-outside-toplevel
+  from jsia_tf.training import loop  # pylint: disable=import-outside-toplevel
   if FLAGS.dry_run:
     num_classes = FLAGS.num_classes or NUM_TRAIN_IDS.get(FLAGS.dataset)
     config_lib.require(bool(num_classes), "num_classes", FLAGS.num_classes,

@@ -110,7 +110,6 @@ def tiny_run(sysu_dir, tmp_path_factory):
   with its checkpoint, config.json and final evaluation. Read-only."""
   # Imported here: the training stack is heavy and most tests do not need it.
   from jsia_tf import config as config_lib
-  from jsia_tf import losses
   from jsia_tf.training import experiment
   from jsia_tf.training import loop
 
@@ -121,7 +120,7 @@ def tiny_run(sysu_dir, tmp_path_factory):
     train = config_lib.TrainConfig(workdir=str(path / "tiny"), warmup_steps=2,
                                    joint_steps=2, gen_ids=2, log_every=4, image_every=0,
                                    eval_every=0)
-    loop.run(experiment.ExperimentConfig(data, model, losses.LossWeights(), train),
+    loop.run(experiment.ExperimentConfig(data, model, config_lib.LossWeights(), train),
              log=lambda _: None)
   # The workdir's name is the run's name in the analysis' tables.
   return str(built_once(tmp_path_factory, "tiny_run", build) / "tiny")

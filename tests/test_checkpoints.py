@@ -10,7 +10,6 @@ import pytest
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
-from jsia_tf import losses
 from jsia_tf.serving import extractor
 from jsia_tf.training import checkpoints
 from jsia_tf.training import experiment
@@ -27,7 +26,7 @@ def _config(sysu_dir, workdir, **train):
   train = config_lib.TrainConfig(workdir=str(workdir), warmup_steps=2, joint_steps=2,
                                  gen_ids=2, log_every=1, image_every=0, eval_every=0,
                                  checkpoint_every=1, keep_checkpoints=5, **train)
-  return experiment.ExperimentConfig(data, model, losses.LossWeights(), train)
+  return experiment.ExperimentConfig(data, model, config_lib.LossWeights(), train)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from absl import flags as absl_flags
 from flags import data_flags
 from jsia_tf import config as config_lib
 from jsia_tf import errors
-from jsia_tf import losses
 
 from conftest import train_config_from_argv
 
@@ -102,7 +101,7 @@ def test_a_hand_edited_config_json_names_the_file_and_field(tmp_path, change, me
   cfg = experiment.ExperimentConfig(
       config_lib.DataConfig(data_dir="d", image_height=model.image_height,
                             image_width=model.image_width),
-      model, losses.LossWeights(), config_lib.TrainConfig())
+      model, config_lib.LossWeights(), config_lib.TrainConfig())
   path = str(tmp_path / "config.json")
   config_lib.save(cfg, path)
   with open(path) as f:

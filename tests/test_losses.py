@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from jsia_tf import config as config_lib
 from jsia_tf import errors
 from jsia_tf import losses
 
@@ -152,7 +153,7 @@ def test_mixing_and_unseen_identity_loss():
 def test_total_loss_weights_and_switches():
   # lambda_sl_gan (row 7's term, not Eq. 16's) is on by default: the trainer
   # zeroes it unless --sl_mode=adversarial.
-  weights = losses.LossWeights(lambda_il=0.0, lambda_lr=0.0, lambda_ui=0.0,
+  weights = config_lib.LossWeights(lambda_il=0.0, lambda_lr=0.0, lambda_ui=0.0,
                                lambda_sl_gan=0.0)
   terms = {"gan": 1.0, "recon": 2.0, "cycle": 3.0, "code": 4.0, "v": 5.0, "id": 6.0}
   got = losses.total_loss({k: tf.constant(v) for k, v in terms.items()}, weights)
@@ -160,6 +161,6 @@ def test_total_loss_weights_and_switches():
   assert "il" not in weights.active()
   with pytest.raises(ValueError, match=r"active terms \['il'\] were not computed"):
     losses.total_loss({k: tf.constant(v) for k, v in terms.items()},
-                      losses.LossWeights(lambda_lr=0.0, lambda_ui=0.0, lambda_sl_gan=0.0))
+                      config_lib.LossWeights(lambda_lr=0.0, lambda_ui=0.0, lambda_sl_gan=0.0))
   with pytest.raises(errors.ConfigError, match="--lambda_ui=-1.0 is invalid"):
-    losses.LossWeights(lambda_ui=-1.0)
+    config_lib.LossWeights(lambda_ui=-1.0)

@@ -21,7 +21,7 @@ from jsia_tf.training import trainer as trainer_lib
 from conftest import train_config_from_argv
 
 NUM_CLASSES = 5
-OFF = {f.name: 0.0 for f in dataclasses.fields(losses.LossWeights)}
+OFF = {f.name: 0.0 for f in dataclasses.fields(config_lib.LossWeights)}
 
 
 def _trainer(loss=None, model=None, **train):
@@ -32,7 +32,7 @@ def _trainer(loss=None, model=None, **train):
                                image_width=model.image_width, batch_p=4, batch_k=2)
   train = config_lib.TrainConfig(**{"workdir": "unused", "warmup_steps": 0,
                                     "joint_steps": 10, "gen_ids": 2, **train})
-  cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(**(loss or {})), train)
+  cfg = experiment.ExperimentConfig(data, model, config_lib.LossWeights(**(loss or {})), train)
   return trainer_lib.Trainer(cfg, tf.distribute.get_strategy(), NUM_CLASSES)
 
 
@@ -92,7 +92,7 @@ def test_id_loss_is_the_mean_of_the_modalities_ce_and_of_the_triplet_directions(
                                               tf.float32)
     out[f"F_{k}_v"] = tf.constant(rng.normal(size=(8, 3)), tf.float32)
   batch = {"label_rgb": tf.constant(labels), "label_ir": tf.constant(labels)}
-  only_id = losses.LossWeights(**{**OFF, "lambda_id": 1.0})
+  only_id = config_lib.LossWeights(**{**OFF, "lambda_id": 1.0})
   got = float(tr.loss_terms(out, batch, only_id)["id"])
   np_ = {k: out[f"F_{k}_logits"].numpy() for k in ("rgb", "ir")}
   v_rgb, v_ir = out["F_rgb_v"].numpy(), out["F_ir_v"].numpy()
@@ -204,7 +204,7 @@ def test_code_term_trains_G_fully_and_never_E_sl():
   with tf.GradientTape() as tape:
     out = m.forward(b["x_rgb"], b["x_ir"], draws, tr.partner, gen_rows=tr.gen_rows,
                     training=True, passes=tr.passes["joint"])
-    reid = tr.loss_terms(out, b, losses.LossWeights(**{**OFF, "lambda_id": 1.0}))["id"]
+    reid = tr.loss_terms(out, b, config_lib.LossWeights(**{**OFF, "lambda_id": 1.0}))["id"]
   _assert_same_gradients(grads["F"], tape.gradient(reid, tr.groups["F"]), tr.groups["F"])
 
 

@@ -42,7 +42,7 @@ def _cfg(data_dir, workdir, **train):
                                image_width=model.image_width, batch_p=4, batch_k=2)
   defaults = dict(workdir=str(workdir), warmup_steps=2, joint_steps=2, gen_ids=2,
                   log_every=1, image_every=0, eval_every=0)
-  return experiment.ExperimentConfig(data, model, losses.LossWeights(),
+  return experiment.ExperimentConfig(data, model, config_lib.LossWeights(),
                                      config_lib.TrainConfig(**{**defaults, **train}))
 
 

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
-from jsia_tf import losses
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
 from jsia_tf.training import experiment
@@ -54,7 +53,7 @@ def test_a_checkpoint_that_cannot_be_written_names_the_last_good_one(sysu_dir, t
   train = config_lib.TrainConfig(workdir=str(tmp_path / "run"), warmup_steps=2,
                                  joint_steps=2, gen_ids=2, log_every=1, image_every=0,
                                  eval_every=0, checkpoint_every=1)
-  cfg = experiment.ExperimentConfig(data, model, losses.LossWeights(), train)
+  cfg = experiment.ExperimentConfig(data, model, config_lib.LossWeights(), train)
   original, calls = tf.train.CheckpointManager.save, []
 
   def save_then_fill_the_disk(self, *args, **kwargs):

@@ -14,13 +14,15 @@ from absl import flags
 
 from flags import data_flags
 from jsia_tf import cli
-from jsia_tf.data import tfrecords
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+  """Entry point: flags -> tfrecords.build -> the manifest's counts."""
   del argv
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.data import tfrecords
   manifest = tfrecords.build(FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir,
                              trial=FLAGS.trial, skip_corrupt=FLAGS.skip_corrupt,
                              images_per_shard=FLAGS.images_per_shard)

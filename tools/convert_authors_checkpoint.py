@@ -17,7 +17,6 @@ from absl import flags
 
 from flags import data_flags
 from jsia_tf import cli
-from jsia_tf.training import convert
 
 FLAGS = flags.FLAGS
 
@@ -37,8 +36,10 @@ def define_flags():
 def main(argv):
   """Entry point: flags -> convert.convert."""
   del argv
-  convert.convert(FLAGS.checkpoint_dir, FLAGS.workdir, FLAGS.num_classes, FLAGS.epoch,
-                  data_flags.data_config_from_flags())
+  data = data_flags.data_config_from_flags()
+  # pylint: disable-next=import-outside-toplevel
+  from jsia_tf.training import convert
+  convert.convert(FLAGS.checkpoint_dir, FLAGS.workdir, FLAGS.num_classes, FLAGS.epoch, data)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Passes:
       raise ValueError("Passes: pairs and mixes need gen_reals (their references)")
 
   @classmethod
-  def from_weights(cls, weights: losses.LossWeights, align_trains_g: bool = False,
+  def from_weights(cls, weights: config_lib.LossWeights, align_trains_g: bool = False,
                    v_grad_to_content: bool = False,
                    lr_pairs: str = "generated") -> "Passes":
     """The passes that the terms switched on by `weights` need (`lr_pairs`:

@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
-from jsia_tf import losses
 from jsia_tf.models import authors
 from jsia_tf.models import feature
 from jsia_tf.models import torchvision_resnet
@@ -71,7 +70,7 @@ def experiment_config(workdir: str, data: Optional[config_lib.DataConfig] = None
       data=config_lib.DataConfig(**{**config_lib.to_dict(data),
                                     "image_height": model.image_height,
                                     "image_width": model.image_width}),
-      model=model, loss=losses.LossWeights(lambda_v=0.0, lambda_lr=0.0, lambda_ui=0.0),
+      model=model, loss=config_lib.LossWeights(lambda_v=0.0, lambda_lr=0.0, lambda_ui=0.0),
       train=config_lib.TrainConfig(workdir=workdir, **schedule))
 
 

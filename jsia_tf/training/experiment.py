@@ -18,7 +18,6 @@ from typing import Callable, Iterator, List
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
-from jsia_tf import losses
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "run.lock"
@@ -45,7 +44,7 @@ class ExperimentConfig:
 
   data: config_lib.DataConfig
   model: config_lib.ModelConfig
-  loss: losses.LossWeights
+  loss: config_lib.LossWeights
   train: config_lib.TrainConfig
 
   def __post_init__(self):

@@ -259,7 +259,7 @@ class Trainer:
     return loss[start:start + 2 * self.rows]
 
   def loss_terms(self, out: Dict[str, tf.Tensor], batch: Dict[str, tf.Tensor],
-                 weights: losses.LossWeights) -> Dict[str, tf.Tensor]:
+                 weights: config_lib.LossWeights) -> Dict[str, tf.Tensor]:
     """Every active term of Eq. (16), each a replica's share of the global batch
     mean (summing over replicas gives the mean). G, V, IL, LR and UI are means over
     G's sub-batch (its first rows), the re-id terms over the whole batch."""
