@@ -1,6 +1,7 @@
 """Quiet by default: TensorFlow's own log lines stay off the console of every entry
 point; --verbosity brings them back."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -125,3 +126,29 @@ def test_an_error_from_a_failed_collective_is_the_last_line():
   # This script keeps TensorFlow's log lines (no console.quiet) to show its stderr.
   assert result.stderr.splitlines()[-1] == "error: step 2: the workers' collective failed"
   assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+def _entry_points():
+  """Every entry point (a file that ends in `cli.run(main)`), as python arguments."""
+  root, found = pathlib.Path(REPO), []
+  for path in sorted(root.glob("jsia_tf/**/*.py")) + sorted(root.glob("tools/*.py")):
+    if "cli.run(main)" in path.read_text():
+      rel = path.relative_to(root)
+      found.append(("-m", ".".join(rel.with_suffix("").parts))
+                   if rel.parts[0] == "jsia_tf" else (str(rel),))
+  return found
+
+
+def test_a_bad_flag_is_answered_before_tensorflow_loads():
+  """Every entry point parses its flags and builds its config without TensorFlow,
+  so a bad flag costs a user no wait for it to load (`-X importtime` lists every
+  module a process imports)."""
+  entries = _entry_points()
+  assert len(entries) >= 10 and ("-m", "jsia_tf.train") in entries
+  for args in entries:
+    result = run_python("-X", "importtime", *args, "--no_such_flag=1")
+    assert result.returncode != 0 and "no_such_flag" in result.stderr, (args, result.stderr[-500:])
+    loaded = [line for line in result.stderr.splitlines()
+              if line.startswith("import time:") and line.split("|")[-1].strip() in
+              ("tensorflow", "keras")]
+    assert not loaded, (args, loaded)
