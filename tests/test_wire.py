@@ -210,7 +210,10 @@ def test_serving_client_tool_over_rest_and_grpc(version, server, sysu_dir, tmp_p
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert "answered HTTP 404" in wrong.stderr
   finally:
+    # Closed, not only stopped: a socket still listening would take the request and
+    # leave the client to wait out its --timeout.
     httpd.shutdown()
+    httpd.server_close()
     rpc.stop(0)
   closed = run_python("tools/serving_client.py", f"--server=127.0.0.1:{httpd.server_port}",
                       f"--images={folder}")
