@@ -227,8 +227,36 @@ def test_sweep_tables_and_plots_r1_per_value(tmp_path, sysu_dir, tiny_run):
   assert result["rows"][1]["R1"]["mean"] == pytest.approx(
       result["runs"]["lambda_il_0.5_seed0"]["metrics"]["R1"])
   assert Image.open(tmp_path / "sweep" / "sweep.png").size[0] > 300
+  assert "R1 - " not in (tmp_path / "sweep" / "sweep.md").read_text()  # no default run
   stripes = config_lib.SweepConfig(param="num_stripes", values=(2.0, 4.0))
   assert fig5.specs(stripes)[1].argv[-2] == "--num_stripes=4"
+  assert fig5.default_value(stripes) == 6 and fig5.default_value(cfg) == 0.01
+
+
+def test_sweep_compares_each_value_with_the_default_seed_by_seed(tmp_path, tiny_run):
+  """With the default value among the values, each other value's row has its paired
+  difference to it: here one run's report is moved by +1 point of R1 and -0.5 of
+  mAP, the other's not."""
+  from jsia_tf.experiments import fig5  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.SweepConfig(param="lambda_ui", values=(0.1, 0.01), seeds=1,
+                               output_dir=str(tmp_path / "sweep"), preset="tiny")
+  for s in fig5.specs(cfg):
+    _finished_copy(tiny_run, os.path.join(cfg.output_dir, s.name))
+  path = os.path.join(cfg.output_dir, "lambda_ui_0.1_seed0", "eval", "report.json")
+  with open(path) as f:
+    report = json.load(f)
+  mean = report["settings"]["all-search single-shot"]["mean"]
+  mean["R1"] += 0.01
+  mean["mAP"] -= 0.005
+  with open(path, "w") as f:
+    json.dump(report, f)
+  result = fig5.run(cfg, log=lambda _: None)
+  assert "vs_0.01" not in result["rows"][1]
+  diff = result["rows"][0]["vs_0.01"]
+  assert diff["R1"]["mean"] == pytest.approx(1.0) and diff["mAP"]["mean"] == pytest.approx(-0.5)
+  text = (tmp_path / "sweep" / "sweep.md").read_text()
+  assert "| R1 - lambda_ui 0.01 | mAP - lambda_ui 0.01 |" in text
+  assert "| +1.00 | -0.50 |" in text and "the default" in text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -32,6 +32,14 @@ def specs(cfg: config_lib.SweepConfig) -> List[runner.RunSpec]:
           for value in cfg.values for seed in range(cfg.seeds)]
 
 
+def default_value(cfg: config_lib.SweepConfig) -> float:
+  """The value `cfg.param` takes when a run does not set it: the loss weight's
+  default, or the preset's stripe count."""
+  if cfg.param == "num_stripes":
+    return float(config_lib.PRESETS[cfg.preset]["num_stripes"])
+  return getattr(config_lib.LossWeights(), cfg.param)
+
+
 def plot(cfg: config_lib.SweepConfig, table: List[Dict], path: str) -> None:
   """R1 (mean, and +- std with 2+ seeds) against the value; a log axis for the
   loss weights (symmetric-log, so that 0 shows)."""
@@ -65,12 +73,20 @@ def run(cfg: config_lib.SweepConfig, log: Callable[[str], None] = print) -> Dict
   reports = runner.run_all(run_specs, out_dir, log)
   groups = {f"{value:g}": [runner.final_metrics(reports[s.name]) for s in run_specs
                            if s.hparams[cfg.param] == float(value)] for value in cfg.values}
-  table = runner.rows_table(groups)
+  # Each value against the default, seed by seed: pairing the runs of one seed takes
+  # out what the seed alone moves (initial weights, data order).
+  default = f"{default_value(cfg):g}"
+  baseline = default if default in groups and len(groups) > 1 else None
+  table = runner.rows_table(groups, baseline)
   labels = {"header": f"{cfg.param} | seeds",
             **{name: f"{name} | {cfg.seeds}" for name in groups}}
+  label = f"{cfg.param} {default}"
   text = (f"Fig. 5: {cfg.param} ({runner.SYSU_SETTING}, mean over the 10 gallery "
-          f"trials, %; mean +- std over seeds)\n\n"
-          + runner.format_table(table, labels) + f"\n\n![R1]({PLOT_FILE})\n")
+          f"trials, %; mean +- std over seeds"
+          + (f"; R1 - {label} (the default): the mean paired difference over seeds "
+             "and its 95% t interval, * where the interval excludes 0" if baseline else "")
+          + ")\n\n" + runner.format_table(table, labels, baseline, label)
+          + f"\n\n![R1]({PLOT_FILE})\n")
   plot(cfg, table, os.path.join(out_dir, PLOT_FILE))
   result = {"config": config_lib.to_dict(cfg), "rows": table,
             "runs": {s.name: {"hparams": s.hparams,

@@ -163,15 +163,18 @@ def _interval(d: Dict) -> str:
   return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
 
 
-def format_table(table: List[Dict], labels: Dict[str, str], baseline: str = None) -> str:
+def format_table(table: List[Dict], labels: Dict[str, str], baseline: str = None,
+                 baseline_label: str = None) -> str:
   """Markdown: one line per row (`labels` maps a row to its leading cells, with a
   header under the key "header"), mean +- std per column, then the paired
-  difference to `baseline` for R1 and mAP."""
+  difference to `baseline` for R1 and mAP (headed "R1 - `baseline_label`", by
+  default "row `baseline`")."""
   header = f"| {labels['header']} | " + " | ".join(COLUMNS)
   align = "| " + " | ".join("---" for _ in labels["header"].split("|")) + " | " + \
       " | ".join("---" for _ in COLUMNS)
   if baseline is not None:
-    header += f" | R1 - row {baseline} | mAP - row {baseline}"
+    name = baseline_label or f"row {baseline}"
+    header += f" | R1 - {name} | mAP - {name}"
     align += " | --- | ---"
   lines = [header + " |", align + " |"]
   for row in table:
