@@ -61,4 +61,4 @@ def define_loss_flags(flag_values=flags.FLAGS):
 def loss_weights_from_flags(flag_values=flags.FLAGS) -> config_lib.LossWeights:
   """The LossWeights of the parsed flags."""
   return config_lib.LossWeights(**{f.name: flag_values[f.name].value
-                               for f in dataclasses.fields(config_lib.LossWeights)})
+                                   for f in dataclasses.fields(config_lib.LossWeights)})

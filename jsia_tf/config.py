@@ -7,7 +7,6 @@ validation error can name the flag to fix.
 
 import dataclasses
 import json
-import os
 import typing
 from typing import Any, Dict, Mapping, Tuple
 
@@ -443,7 +442,7 @@ class LossWeights:
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
       require(0 <= value <= MAX_WEIGHT, field.name, value,
-                 f"a weight in [0, {MAX_WEIGHT:g}]")
+              f"a weight in [0, {MAX_WEIGHT:g}]")
 
   def active(self) -> Dict[str, float]:
     """{term: weight} of the terms that are switched on ("gan", "recon", ...)."""

@@ -154,7 +154,7 @@ def test_total_loss_weights_and_switches():
   # lambda_sl_gan (row 7's term, not Eq. 16's) is on by default: the trainer
   # zeroes it unless --sl_mode=adversarial.
   weights = config_lib.LossWeights(lambda_il=0.0, lambda_lr=0.0, lambda_ui=0.0,
-                               lambda_sl_gan=0.0)
+                                   lambda_sl_gan=0.0)
   terms = {"gan": 1.0, "recon": 2.0, "cycle": 3.0, "code": 4.0, "v": 5.0, "id": 6.0}
   got = losses.total_loss({k: tf.constant(v) for k, v in terms.items()}, weights)
   assert float(got) == pytest.approx(1 + 10 * 2 + 10 * 3 + 4 + 5 + 6)

@@ -19,7 +19,6 @@ import tensorflow as tf
 from jsia_tf import config as config_lib
 from jsia_tf import console
 from jsia_tf import errors
-from jsia_tf import losses
 from jsia_tf.evaluation import extract
 from jsia_tf.evaluation import features as features_lib
 from jsia_tf.serving import extractor as extractor_lib
