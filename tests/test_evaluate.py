@@ -211,7 +211,7 @@ def test_cli_names_the_field_of_a_bad_features_file(features_file, tmp_path, nam
 
 
 @pytest.mark.parametrize("name, write, message", [
-    ("empty.npz", lambda p: open(p, "wb").close(), "is not a readable .npz"),
+    ("empty.npz", lambda p: open(p, "wb").close(), "is not a readable .npz (empty)"),
     ("cut.npz", lambda p: open(p, "wb").write(b"PK\x03\x04" + b"\0" * 40),
      "is not a readable .npz"),
     ("one_array.npy", lambda p: np.save(p, np.ones(3)), "is a single array (.npy)"),

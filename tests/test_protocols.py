@@ -178,7 +178,8 @@ def test_features_file_round_trip_and_bad_files(generated, tmp_path):
   with pytest.raises(errors.DataError, match="partial.npz lacks cams, frames, modality"):
     features_lib.load(str(tmp_path / "partial.npz"))
   (tmp_path / "text.npz").write_text("not an npz")
-  with pytest.raises(errors.DataError, match="is not a readable .npz"):
+  with pytest.raises(errors.DataError, match=r"is not a readable .npz \(it starts with "
+                                              r"b'not an', not a zip archive's b'PK'\)"):
     features_lib.load(str(tmp_path / "text.npz"))
 
 

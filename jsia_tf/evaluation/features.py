@@ -98,6 +98,14 @@ def load(path: str) -> FeatureSet:
   """Reads and validates a features file; `DataError` names the file and the fault."""
   if not os.path.isfile(path):
     raise errors.DataError(f"features file {path} does not exist")
+  with open(path, "rb") as f:
+    head = f.read(6)
+  # Neither zip nor .npy: numpy would try it as a pickle and say so, which misleads.
+  if not (head.startswith(b"PK") or head == b"\x93NUMPY"):
+    raise errors.DataError(
+        f"features file {path} is not a readable .npz ("
+        + (f"it starts with {head!r}, not a zip archive's b'PK'" if head else "empty")
+        + ")")
   try:
     data = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
