@@ -109,8 +109,8 @@ def load(path: str) -> FeatureSet:
   try:
     data = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise errors.DataError(f"features file {path} is not a readable .npz ({e or 'empty'})"
-                           ) from None
+    raise errors.DataError(f"features file {path} is not a readable .npz "
+                           f"({e or type(e).__name__})") from None
   if not isinstance(data, np.lib.npyio.NpzFile):
     raise errors.DataError(f"features file {path} is a single array (.npy), not an .npz "
                            f"of arrays {', '.join(REQUIRED)}")
