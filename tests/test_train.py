@@ -481,6 +481,13 @@ def test_conflicting_workdir_config_is_refused(sysu_dir, tmp_path):
   with pytest.raises(errors.ConfigError, match=r"--lambda_il: 0\.01 in the saved config, "
                                                r"0\.0 now"):
     experiment.prepare_workdir(other)
+  # A flag that sets a field of two groups is named once.
+  taller = dataclasses.replace(
+      cfg, data=dataclasses.replace(cfg.data, image_height=2 * cfg.data.image_height),
+      model=dataclasses.replace(cfg.model, image_height=2 * cfg.model.image_height))
+  with pytest.raises(errors.ConfigError) as refused:
+    experiment.prepare_workdir(taller)
+  assert str(refused.value).count("--image_height:") == 1, str(refused.value)
 
 
 def _train_cli(*args):

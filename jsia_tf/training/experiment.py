@@ -78,8 +78,10 @@ def _differences(saved: ExperimentConfig, wanted: ExperimentConfig,
     a, b = getattr(saved, group), getattr(wanted, group)
     for field in dataclasses.fields(a):
       old, new = getattr(a, field.name), getattr(b, field.name)
-      if kept(group, field.name) and old != new:
-        out.append(f"--{field.name}: {old!r} in the saved config, {new!r} now")
+      line = f"--{field.name}: {old!r} in the saved config, {new!r} now"
+      # One flag may set fields of two groups (--image_height: data and model).
+      if kept(group, field.name) and old != new and line not in out:
+        out.append(line)
   return out
 
 
