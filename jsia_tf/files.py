@@ -28,15 +28,16 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False,
       write(f)
     os.replace(tmp, path)
   except OSError as e:
-    _remove(tmp)
+    remove(tmp)
     raise errors.OutputError(f"cannot write {path} ({errors.cause(e)}); nothing was "
                              f"written there") from None
   except BaseException:
-    _remove(tmp)
+    remove(tmp)
     raise
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
+  """Removes a file if it is there; a file that cannot be removed is left."""
   try:
     os.remove(path)
   except OSError:

@@ -194,6 +194,14 @@ def test_search_cli(sysu_dir, export_dir, tmp_path):
   # A rerun reuses the cached gallery; a changed gallery file is re-embedded.
   again = run_python(*args)
   assert again.returncode == 0 and "from the cache" in again.stdout, again.stderr
+  # A cache that cannot be read (a crash, a full disk) is embedded again, not fatal.
+  good = (out / "gallery_features.npz").read_bytes()
+  (out / "gallery_features.npz").write_bytes(good[:100])
+  healed = run_python(*args)
+  assert healed.returncode == 0, healed.stderr
+  assert "gallery_features.npz is unreadable" in healed.stdout, healed.stdout
+  np.testing.assert_array_equal(
+      features_lib.load(str(out / "gallery_features.npz")).features, gallery_feats.features)
   # Re-ranked: the same lists as k-reciprocal re-ranking of the same features.
   reranked = run_python(*args[:-2], f"--output={tmp_path}/rr", "--top_k=5", "--rerank",
                         "--rerank_k1=4", "--rerank_k2=2")

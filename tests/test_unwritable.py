@@ -8,11 +8,15 @@ import resource
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf.analysis import figures
+from jsia_tf.experiments import runner
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
 from jsia_tf.training import experiment
@@ -135,3 +139,24 @@ def test_search_output_on_a_full_disk_is_one_error_line(sysu_dir, tiny_run, tmp_
       f"--query={sysu_dir}/cam3", f"--gallery={sysu_dir}/cam1",
       f"--output={tmp_path / 'out'}")
   _one_error_line(result, "File too large")
+
+
+def test_results_and_pictures_are_replaced_whole_or_not_at_all(tmp_path):
+  """An experiment's table and JSON, and a figure, are written atomically: a result
+  that cannot be encoded leaves the earlier pair; a path that is a folder is one
+  OutputError naming it."""
+  runner.write_results(str(tmp_path), "t.md", "table 1\n", "r.json", {"R1": 0.5},
+                       log=lambda _: None)
+  with pytest.raises(TypeError):
+    runner.write_results(str(tmp_path), "t.md", "table 2\n", "r.json",
+                         {"R1": object()}, log=lambda _: None)
+  assert (tmp_path / "t.md").read_text() == "table 1\n"
+  assert (tmp_path / "r.json").read_text() == '{\n "R1": 0.5\n}'
+  assert sorted(os.listdir(tmp_path)) == ["r.json", "t.md"]  # no temporary file left
+  picture = tmp_path / "grid.png"
+  figures.save_png(np.full((4, 6, 3), 200, np.uint8), str(picture))
+  (tmp_path / "folder.png").mkdir()
+  with pytest.raises(errors.OutputError, match="folder.png .*is a directory"):
+    figures.save_png(np.zeros((4, 6, 3), np.uint8), str(tmp_path / "folder.png"))
+  with Image.open(picture) as image:
+    assert image.size == (6, 4) and image.getpixel((0, 0)) == (200, 200, 200)

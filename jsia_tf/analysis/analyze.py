@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf import progress as progress_lib
 from jsia_tf.analysis import figures
 from jsia_tf.analysis import inception as inception_lib
@@ -410,9 +411,9 @@ def analyze(cfg: config_lib.AnalyzeConfig, log: Callable[[str], None] = print) -
                "alphas": list(ALPHAS), "identities": [int(ids[i]) for i in first[:2]]},
       "tensorboard": logdir,
   }
-  with open(os.path.join(output_dir, JSON_FILE), "w") as f:
-    json.dump(result, f, indent=1)
-  with open(os.path.join(output_dir, REPORT_FILE), "w") as f:
-    f.write(format_report(result))
+  # Both encoded before either file is replaced: a failure leaves the earlier pair.
+  encoded, report = json.dumps(result, indent=1), format_report(result)
+  files.atomic_write(os.path.join(output_dir, JSON_FILE), lambda f: f.write(encoded))
+  files.atomic_write(os.path.join(output_dir, REPORT_FILE), lambda f: f.write(report))
   log(f"wrote {os.path.join(output_dir, REPORT_FILE)}, {JSON_FILE} and the figures")
   return result

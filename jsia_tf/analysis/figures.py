@@ -6,6 +6,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 from PIL import Image
 
+from jsia_tf import files
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """Images in [-1, 1] -> uint8 in 0..255."""
@@ -32,7 +34,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray
 
 def save_png(image: np.ndarray, path: str) -> None:
   """Writes a uint8 image [H, W, 3] as PNG."""
-  Image.fromarray(image).save(path, format="PNG")
+  files.atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"),
+                     binary=True)
 
 
 def similarity_histograms(panels: List[Dict], path: str, bins: int = 50) -> None:

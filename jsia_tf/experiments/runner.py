@@ -16,6 +16,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from flags import train_flags
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.experiments import stats
 from jsia_tf.training import loop
 
@@ -124,11 +125,12 @@ def run_all(specs: Sequence[RunSpec], output_dir: str, log: Callable[[str], None
 
 def write_results(output_dir: str, table_file: str, text: str, json_file: str,
                   result: Dict, log: Callable[[str], None]) -> None:
-  """Writes an experiment's markdown table and JSON result and logs the table."""
-  with open(os.path.join(output_dir, table_file), "w") as f:
-    f.write(text)
-  with open(os.path.join(output_dir, json_file), "w") as f:
-    json.dump(result, f, indent=1)
+  """Writes an experiment's markdown table and JSON result and logs the table.
+  The JSON is encoded before either file is replaced, so a result that cannot be
+  encoded leaves both earlier files as they were."""
+  encoded = json.dumps(result, indent=1)
+  files.atomic_write(os.path.join(output_dir, json_file), lambda f: f.write(encoded))
+  files.atomic_write(os.path.join(output_dir, table_file), lambda f: f.write(text))
   log(text)
 
 

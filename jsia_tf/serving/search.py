@@ -206,16 +206,31 @@ def gallery_features(served: saved_model.Model, cfg: config_lib.SearchConfig,
   cache, key_file = (os.path.join(cfg.output, GALLERY_FEATURES),
                      os.path.join(cfg.output, GALLERY_KEY))
   if os.path.isfile(cache) and os.path.isfile(key_file):
-    with open(key_file) as f:
-      if json.load(f) == key:
+    if _read_key(key_file) == key:
+      try:
+        feats = features_lib.load(cache)
         log(f"gallery: {len(paths)} images, features from the cache {cache}")
-        return features_lib.load(cache)
-    log("gallery: the cached features are of another export or gallery; re-embedding")
+        return feats
+      except errors.DataError as e:
+        log(f"gallery: the cache {cache} is unreadable ({e}); re-embedding")
+    else:
+      log("gallery: the cached features are of another export or gallery, or their "
+          "key is unreadable; re-embedding")
   feats = embed_files(served, paths, cfg.batch_size, "gallery", log)
+  # The key goes last: a cache whose key is not written is never reused.
+  files.remove(key_file)
   features_lib.save(cache, feats)
-  with open(key_file, "w") as f:
-    json.dump(key, f)
+  files.atomic_write(key_file, lambda f: json.dump(key, f))
   return feats
+
+
+def _read_key(path: str):
+  """The gallery cache's key; None if the file cannot be read as JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def rank(queries: np.ndarray, gallery: np.ndarray, top_k: int, rerank=None):
@@ -275,7 +290,9 @@ def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
                for r, (j, s) in enumerate(zip(order[i], scores[i]))]
     image = os.path.join(cfg.output, RANKED_DIR,
                          f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.jpg")
-    draw_ranking(path, results, served.metadata["image_size"]).save(image, quality=92)
+    picture = draw_ranking(path, results, served.metadata["image_size"])
+    files.atomic_write(image, lambda f, p=picture: p.save(f, format="JPEG", quality=92),
+                       binary=True)
     first = next((r["rank"] for r in results if r["match"]), None)
     for r in results:
       r["path"] = shown(r["path"])

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from jsia_tf import config as config_lib
 from jsia_tf import errors
+from jsia_tf import files
 from jsia_tf.models import authors
 from jsia_tf.models import feature
 from jsia_tf.models import torchvision_resnet
@@ -109,8 +110,8 @@ def convert(checkpoint_dir: str, workdir: str, num_classes: Optional[int] = None
             "files": [os.path.abspath(p) for p in paths], "num_classes": theirs,
             "tensors_mapped": mapped, "left_at_initialisation": untouched,
             "not_mapped_on_purpose": authors.unused_names(model), "checkpoint": prefix}
-  with open(os.path.join(workdir, RECORD_FILE), "w") as f:
-    json.dump(record, f, indent=2)
+  files.atomic_write(os.path.join(workdir, RECORD_FILE),
+                     lambda f: json.dump(record, f, indent=2))
   log(f"mapped {mapped} tensors onto the paper preset ({theirs} identities); left at "
       f"initialisation (not in the authors' model): " +
       ", ".join(f"{k} ({v:,} weights)" for k, v in untouched.items()))
