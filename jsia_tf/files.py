@@ -1,8 +1,9 @@
 """Writing a file so that a failure never leaves it half-written.
 
 Every file that results or resumes depend on (config.json, reports, features files,
-manifests, the metrics log) is written to a temporary name beside it and renamed
-into place. A failure (disk full, permissions, a path that is a folder) removes the
+manifests, the metrics log when a resume trims it, experiment tables, figures) is
+written to a temporary name beside it and
+renamed into place. A failure (disk full, permissions, a path that is a folder) removes the
 temporary file, leaves any earlier version untouched, and becomes an `OutputError`
 naming the path and the reason.
 """
