@@ -2,10 +2,9 @@
 
 Every file that results or resumes depend on (config.json, reports, features files,
 manifests, the metrics log when a resume trims it, experiment tables, figures) is
-written to a temporary name beside it and
-renamed into place. A failure (disk full, permissions, a path that is a folder) removes the
-temporary file, leaves any earlier version untouched, and becomes an `OutputError`
-naming the path and the reason.
+written to a temporary name beside it and renamed into place. A failure (disk full,
+permissions, a path that is a folder) removes the temporary file, leaves any earlier
+version untouched, and becomes an `OutputError` naming the path and the reason.
 """
 
 import os
