@@ -64,5 +64,7 @@ def similarity_histograms(panels: List[Dict], path: str, bins: int = 50) -> None
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  try:
+    files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+  finally:
+    plt.close(fig)

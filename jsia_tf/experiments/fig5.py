@@ -62,8 +62,10 @@ def plot(cfg: config_lib.SweepConfig, table: List[Dict], path: str) -> None:
                "per value)", fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
-  plt.close(fig)
+  try:
+    files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+  finally:
+    plt.close(fig)
 
 
 def run(cfg: config_lib.SweepConfig, log: Callable[[str], None] = print) -> Dict:
