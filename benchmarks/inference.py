@@ -28,6 +28,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from jsia_tf import files
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("presets", ["demo", "paper"], "Extractor presets to measure.")
 flags.DEFINE_list("formats", ["onnx", "onnx_float16", "onnx_int8", "litert",
@@ -164,8 +166,7 @@ def main(argv):
   text = json.dumps(result, indent=1)
   print(text)
   if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      f.write(text + "\n")
+    files.atomic_write(FLAGS.output, lambda f: f.write(text + "\n"))
 
 
 if __name__ == "__main__":
