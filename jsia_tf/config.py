@@ -7,6 +7,7 @@ validation error can name the flag to fix.
 
 import dataclasses
 import json
+import os
 import typing
 from typing import Any, Dict, Mapping, Tuple
 
@@ -23,6 +24,12 @@ def require(ok: bool, flag: str, value: Any, expected: str) -> None:
   """Raises `ConfigError` naming `--flag`, its bad `value` and what was `expected`."""
   if not ok:
     raise errors.ConfigError(f"--{flag}={value!r} is invalid: expected {expected}")
+
+
+def within(path: str, folder: str) -> bool:
+  """Whether `path` is `folder` or lies under it (symbolic links resolved)."""
+  p, f = os.path.realpath(path), os.path.realpath(folder)
+  return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +237,13 @@ class EvalConfig(RerankOptions):
     require(not (self.features and (self.data_dir or self.output_features)), "data_dir",
             self.data_dir or self.output_features,
             "no --data_dir or --output_features with --features (they are for a model)")
+    # A report written over its own input would lose the features for good.
+    for path in self.features:
+      require(not (self.output_json and within(self.output_json, path)), "output_json",
+              self.output_json, f"a file other than the --features file {path} it reads")
+    require(not (self.output_json and self.output_features and
+                 within(self.output_json, self.output_features)), "output_json",
+            self.output_json, "a file other than --output_features")
     require(self.protocol in EVAL_PROTOCOLS, "protocol", self.protocol,
             ", ".join(EVAL_PROTOCOLS))
     require(self.mode in ("", "all", "indoor"), "mode", self.mode, "all or indoor")
@@ -666,6 +680,11 @@ class SearchConfig(RerankOptions):
   def __post_init__(self):
     for name in ("saved_model", "query", "gallery", "output"):
       require(bool(getattr(self, name)), name, getattr(self, name), "a path")
+    for name in ("gallery", "query"):
+      require(not within(self.output, getattr(self, name)), "output", self.output,
+              f"a folder outside --{name}={getattr(self, name)} (the ranked-list "
+              f"pictures written there would be read as {name} images by the next "
+              "search)")
     require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
     require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
     self.check_rerank()

@@ -112,3 +112,27 @@ def test_a_hand_edited_config_json_names_the_file_and_field(tmp_path, change, me
   with pytest.raises(errors.ConfigError) as e:
     config_lib.load(experiment.ExperimentConfig, path)
   assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+
+
+def test_outputs_that_would_overwrite_or_feed_their_own_inputs_are_refused(tmp_path):
+  """A report over the features it reads, or ranked-list pictures inside the folders
+  the next search reads, are refused before anything runs; other places pass."""
+  feats = tmp_path / "f.npz"
+  link = tmp_path / "link.npz"
+  link.symlink_to(feats)
+  for same in (str(feats), f"{tmp_path}/sub/../f.npz", str(link)):
+    with pytest.raises(errors.ConfigError, match="--output_json=.* expected a file other "
+                                                 "than the --features file"):
+      config_lib.EvalConfig(features=(str(feats),), output_json=same)
+  with pytest.raises(errors.ConfigError, match="other than --output_features"):
+    config_lib.EvalConfig(checkpoint="run", output_features="x.npz", output_json="x.npz")
+  config_lib.EvalConfig(features=(str(feats),), output_json=str(tmp_path / "f.json"))
+  gallery, query = tmp_path / "gallery", tmp_path / "query"
+  for output, name in ((gallery, "gallery"), (gallery / "out", "gallery"),
+                       (query / "out", "query")):
+    with pytest.raises(errors.ConfigError, match=f"outside --{name}="):
+      config_lib.SearchConfig(saved_model="m", query=str(query), gallery=str(gallery),
+                              output=str(output))
+  # A sibling whose name starts with the gallery's is outside it.
+  config_lib.SearchConfig(saved_model="m", query=str(query), gallery=str(gallery),
+                          output=str(tmp_path / "gallery_out"))

@@ -303,8 +303,9 @@ def test_cli_refusals_that_need_a_run(tiny_run, export_dir, tmp_path):
   wrong = run_python("-m", "jsia_tf.evaluate", f"--checkpoint={tiny_run}",
                      "--protocol=regdb")
   assert wrong.returncode == 2 and "trained on sysu" in wrong.stderr, wrong.stderr
+  (tmp_path / "g").mkdir()
   missing = run_python("-m", "jsia_tf.search", f"--saved_model={export_dir}",
-                       f"--query={tmp_path}/none.jpg", f"--gallery={tmp_path}",
+                       f"--query={tmp_path}/none.jpg", f"--gallery={tmp_path}/g",
                        f"--output={tmp_path}/o")
   assert missing.returncode == 2 and "--query=" in missing.stderr and \
       "does not exist" in missing.stderr, missing.stderr
