@@ -549,7 +549,7 @@ def test_the_demo_data_set_is_generated_again_when_its_recipe_differs(tmp_path,
   lines.clear()
   loop.with_demo_data(data, lines.append)
   assert "using the demo regdb data set" in lines[0]
-  # A set of the demo's name made with other settings (or none recorded) is replaced.
+  # A set of the demo's name made with other settings is replaced.
   synthetic.generate(dataclasses.replace(demo, num_ids=6, overwrite=True),
                      log=lambda *a: None)
   lines.clear()
@@ -557,6 +557,15 @@ def test_the_demo_data_set_is_generated_again_when_its_recipe_differs(tmp_path,
   assert "is not the demo regdb data set" in lines[0] and "generating it again" in lines[0]
   assert synthetic.read_recipe(root) == synthetic.recipe(demo)
   assert len(os.listdir(os.path.join(root, "Visible"))) == 4
+  # Anything else in its place (no generator record) is never replaced.
+  os.remove(os.path.join(root, synthetic.RECIPE_FILE))
+  with open(os.path.join(root, "mine.txt"), "w") as f:
+    f.write("someone's data")
+  with pytest.raises(errors.ConfigError, match=f"{root} .*holds something else: it has "
+                                               f"no readable {synthetic.RECIPE_FILE}"):
+    loop.with_demo_data(data, lines.append)
+  with open(os.path.join(root, "mine.txt")) as f:
+    assert f.read() == "someone's data"
 
 
 def test_a_resnet50_trunk_from_random_weights_on_purpose_trains(sysu_dir, tmp_path):

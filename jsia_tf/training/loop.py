@@ -82,9 +82,17 @@ def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.
   if not os.path.isdir(root):
     log(f"no --data_dir given: generating the demo {data.dataset} data set in {root}")
     synthetic.generate(demo, log=log)
+  elif synthetic.read_recipe(root) is None:
+    # Not a set the generator wrote (or its record is unreadable): it may be
+    # someone's data, so it is never replaced unasked.
+    raise errors.ConfigError(
+        f"no --data_dir given, and {root} (the demo {data.dataset} data set's place) "
+        f"holds something else: it has no readable {synthetic.RECIPE_FILE}, the record "
+        f"python -m jsia_tf.generate writes. Move it away to let the demo generate its "
+        f"set there, or train on it with --data_dir={root}")
   elif synthetic.read_recipe(root) != synthetic.recipe(demo):
-    # An older or hand-made set under the demo's name would give other numbers than
-    # the ones the docs quote.
+    # A set generated with other settings would give other numbers than the ones
+    # the docs quote.
     log(f"no --data_dir given: {root} is not the demo {data.dataset} data set "
         f"({synthetic.RECIPE_FILE} differs from {synthetic.recipe(demo)}): "
         f"generating it again")
