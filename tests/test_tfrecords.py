@@ -72,6 +72,26 @@ def test_skip_corrupt_skips_and_counts(sysu_copy, tmp_path):
   assert victim not in set(tfrecords.load_table(str(tmp_path), "train").path)
 
 
+def test_a_rebuild_that_fails_midway_leaves_no_manifest(sysu_dir, regdb_dir, tmp_path,
+                                                        monkeypatch):
+  """A rebuild over another set that fails after its train shards: the old manifest
+  must not describe the new shards (same names, other images and labels)."""
+  out = str(tmp_path / "out")
+  tfrecords.build("regdb", regdb_dir, out)
+  write_split = tfrecords.write_split
+
+  def full_at_test(table, output_dir, split, *args, **kwargs):
+    if split == "test":
+      raise errors.OutputError("cannot write the test shards (No space left on device)")
+    return write_split(table, output_dir, split, *args, **kwargs)
+
+  monkeypatch.setattr(tfrecords, "write_split", full_at_test)
+  with pytest.raises(errors.OutputError, match="No space left"):
+    tfrecords.build("sysu", sysu_dir, out)
+  with pytest.raises(errors.DataError, match="manifest.json does not exist; build"):
+    tfrecords.load_table(out, "train")
+
+
 def test_missing_manifest_is_named(tmp_path):
   with pytest.raises(errors.DataError, match=f"{tmp_path}/manifest.json does not exist"):
     tfrecords.load_table(str(tmp_path), "train")

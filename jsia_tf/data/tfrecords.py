@@ -80,9 +80,11 @@ def build(dataset: str, data_dir: str, output_dir: str, trial: int = 1,
   """Converts the train and test splits of a data set on disk; returns the manifest.
 
   The manifest is written last, atomically, so a reader never sees a manifest that
-  describes shards still being written.
+  describes shards still being written; a rebuild removes the old manifest first, so
+  a rebuild that fails midway never leaves the old manifest describing new shards.
   """
   os.makedirs(output_dir, exist_ok=True)
+  files.remove(os.path.join(output_dir, MANIFEST))
   manifest = {"dataset": dataset, "data_dir": os.path.abspath(data_dir),
               "trial": trial if dataset == "regdb" else None, "splits": {}}
   for split in SPLITS:
