@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from jsia_tf import config as config_lib
+from jsia_tf import errors
 from jsia_tf.data import pipeline
 from jsia_tf.data import readers
 from jsia_tf.data import table as table_lib
@@ -284,3 +286,19 @@ def test_make_perm_file_fits_a_generated_set(sysu_dir, features_file, tmp_path):
                        f"--output={perm}", timeout=60)
   assert missing.returncode == 2 and missing.stderr.startswith("error: data_dir ")
   assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_run_whose_data_set_moved_names_data_dir(tiny_run, tmp_path):
+  """evaluate --checkpoint on a run whose data set is no longer where its config.json
+  says: one ConfigError naming the path and --data_dir, before anything is embedded."""
+  workdir = shutil.copytree(tiny_run, tmp_path / "run")
+  cfg_path = os.path.join(workdir, "config.json")
+  with open(cfg_path) as f:
+    saved = json.load(f)
+  saved["data"]["data_dir"] = str(tmp_path / "moved")
+  with open(cfg_path, "w") as f:
+    json.dump(saved, f)
+  with pytest.raises(errors.ConfigError, match=f"data_dir={tmp_path}/moved\\) is not "
+                                               "there from .*pass --data_dir=where it is now"):
+    extract.evaluate_model(config_lib.EvalConfig(checkpoint=str(workdir)),
+                           log=lambda _: None)

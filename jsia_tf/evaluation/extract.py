@@ -7,7 +7,6 @@ is a trainer's, a restored checkpoint's (`jsia_tf.serving.extractor`) or an
 exported SavedModel's.
 """
 
-import dataclasses
 from typing import Callable, Dict
 
 import numpy as np
@@ -23,6 +22,7 @@ from jsia_tf.evaluation import features as features_lib
 from jsia_tf.evaluation import report as report_lib
 from jsia_tf.serving import extractor as extractor_lib
 from jsia_tf.serving import saved_model
+from jsia_tf.training import experiment
 
 Embed = Callable[[tf.Tensor], tf.Tensor]
 
@@ -75,9 +75,8 @@ def evaluate_model(cfg: config_lib.EvalConfig, log=print) -> Dict:
     served = saved_model.open_model(cfg.saved_model)
     run, embed = served.config, served.embed
     source = f"export {served.directory} (step {served.metadata['step']})"
-  data = run.data
-  if cfg.data_dir:
-    data = dataclasses.replace(data, data_dir=cfg.data_dir, tfrecord_dir="")
+  data = experiment.run_data(run.data, cfg.data_dir, source,
+                             "evaluating embeds the test split of its data set, but ")
   if data.dataset != cfg.protocol:
     raise errors.ConfigError(
         f"--protocol={cfg.protocol} but the model was trained on {data.dataset}: pass "
