@@ -299,7 +299,7 @@ def test_cli_bad_input(module, args, message):
   assert "Traceback" not in result.stderr
 
 
-def test_cli_refusals_that_need_a_run(tiny_run, export_dir, tmp_path):
+def test_cli_refusals_that_need_a_run(tiny_run, export_dir, sysu_dir, tmp_path):
   wrong = run_python("-m", "jsia_tf.evaluate", f"--checkpoint={tiny_run}",
                      "--protocol=regdb")
   assert wrong.returncode == 2 and "trained on sysu" in wrong.stderr, wrong.stderr
@@ -309,6 +309,13 @@ def test_cli_refusals_that_need_a_run(tiny_run, export_dir, tmp_path):
                        f"--output={tmp_path}/o")
   assert missing.returncode == 2 and "--query=" in missing.stderr and \
       "does not exist" in missing.stderr, missing.stderr
+  (tmp_path / "notes.txt").write_text("mine")
+  as_file = run_python("-m", "jsia_tf.search", f"--saved_model={export_dir}",
+                       f"--query={sysu_dir}/cam3/0002", f"--gallery={tmp_path}/g",
+                       f"--output={tmp_path}/notes.txt")
+  assert as_file.returncode == 2 and f"--output={tmp_path}/notes.txt is a file" in \
+      as_file.stderr and "Traceback" not in as_file.stderr, as_file.stderr
+  assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_an_empty_batch_gives_an_empty_embedding_matrix(export_dir):
