@@ -258,6 +258,8 @@ def test_analyze_bad_input_is_one_error_line(tiny_run, tmp_path):
        r"--inception=.*missing.pb: no such file"),
       ([f"--workdir={tiny_run}", f"--compare={other}"],
        r"--compare=.*other was trained on sysu at .*another_set"),
+      ([f"--workdir={tiny_run}", f"--output_dir={other}/config.json"],
+       r"--output_dir=.*other/config.json is a file: expected a folder"),
   ]
   for args, pattern in cases:
     proc = _analyze(*args)
