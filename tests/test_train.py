@@ -651,3 +651,16 @@ def test_custom_list_trains_evaluates_exports_and_searches(sysu_copy, tmp_path):
                         f"--query={sysu_copy}/cam3", f"--gallery={sysu_copy}/cam1",
                         f"--output={tmp_path}/search", "--top_k=2")
   assert searched.returncode == 0, searched.stderr
+
+
+def test_a_finished_runs_data_set_may_be_a_list_file(tmp_path):
+  """A custom run's data_dir is its list file: found where it is, and named with
+  --data_dir when it has moved."""
+  listed = tmp_path / "list.csv"
+  listed.write_text("path,pid,camera,modality,split\n")
+  data = config_lib.DataConfig(dataset="custom", data_dir=str(listed))
+  assert experiment.run_data(data, "", "run R") is data
+  gone = dataclasses.replace(data, data_dir=str(tmp_path / "gone.csv"))
+  with pytest.raises(errors.ConfigError, match=r"gone.csv\) is not there from .*pass "
+                                               r"--data_dir=where it is now"):
+    experiment.run_data(gone, "", "run R")

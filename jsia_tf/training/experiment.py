@@ -62,7 +62,8 @@ def run_data(data: config_lib.DataConfig, data_dir: str, source: str,
   `why`: what the data set is needed for, leading the message."""
   if data_dir:
     return dataclasses.replace(data, data_dir=data_dir, tfrecord_dir="")
-  if not os.path.isdir(data.tfrecord_dir or data.data_dir):
+  # A custom data set's data_dir may be its list file rather than a folder.
+  if not os.path.exists(data.tfrecord_dir or data.data_dir):
     raise errors.ConfigError(
         f"{why}the data set of {source} ({CONFIG_FILE}: "
         f"{'tfrecord_dir' if data.tfrecord_dir else 'data_dir'}="
