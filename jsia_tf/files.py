@@ -36,6 +36,14 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False,
     raise
 
 
+def make_folder(path: str, flag: str, holds: str) -> None:
+  """Creates the output folder `path` (and its parents) given by `--flag`; a file in
+  its place is a ConfigError naming the flag and what the folder `holds`."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise errors.ConfigError(f"--{flag}={path} is a file: expected a folder for {holds}")
+  os.makedirs(path, exist_ok=True)
+
+
 def remove(path: str) -> None:
   """Removes a file if it is there; a file that cannot be removed is left."""
   try:

@@ -356,10 +356,8 @@ def analyze(cfg: config_lib.AnalyzeConfig, log: Callable[[str], None] = print) -
   others = [load_run(path, "compare", cfg.data_dir, same_data_as=run.cfg)
             for path in cfg.compare]
   output_dir = cfg.output_dir or os.path.join(run.workdir, "analysis")
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise errors.ConfigError(f"--output_dir={output_dir} is a file: expected a folder "
-                             f"for {REPORT_FILE}, {JSON_FILE} and the figures")
-  os.makedirs(output_dir, exist_ok=True)
+  files.make_folder(output_dir, "output_dir",
+                    f"{REPORT_FILE}, {JSON_FILE} and the figures")
   log(f"analysing {run.workdir} (step {run.step}) into {output_dir}")
   if network is None:
     log("no --inception file: Table 4 without FID / KID (FID's reference network is "

@@ -38,6 +38,16 @@ def save_png(image: np.ndarray, path: str) -> None:
                      binary=True)
 
 
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib figure as PNG atomically, and closes it whether or not the
+  write succeeds."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  try:
+    files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
+  finally:
+    plt.close(fig)
+
+
 def similarity_histograms(panels: List[Dict], path: str, bins: int = 50) -> None:
   """Fig. 4: one row per run, one column per split; each panel the histograms
   (densities) of intra- and inter-person cross-modality cosine similarities.
@@ -64,7 +74,4 @@ def similarity_histograms(panels: List[Dict], path: str, bins: int = 50) -> None
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
   fig.tight_layout()
-  try:
-    files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
-  finally:
-    plt.close(fig)
+  save_figure(fig, path)

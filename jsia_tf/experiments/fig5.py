@@ -7,7 +7,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from jsia_tf import config as config_lib
-from jsia_tf import files
+from jsia_tf.analysis import figures
 from jsia_tf.experiments import runner
 
 TABLE_FILE, JSON_FILE, PLOT_FILE = "sweep.md", "sweep.json", "sweep.png"
@@ -62,10 +62,7 @@ def plot(cfg: config_lib.SweepConfig, table: List[Dict], path: str) -> None:
                "per value)", fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  try:
-    files.atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
-  finally:
-    plt.close(fig)
+  figures.save_figure(fig, path)
 
 
 def run(cfg: config_lib.SweepConfig, log: Callable[[str], None] = print) -> Dict:

@@ -274,9 +274,8 @@ def run(cfg: config_lib.SearchConfig, log=print) -> Dict:
   rankings.json and the config to `cfg.output`; returns the rankings."""
   served = saved_model.open_model(cfg.saved_model)
   query_paths = list_images(cfg.query, "query")
-  if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
-    raise errors.ConfigError(f"--output={cfg.output} is a file: expected a folder (new "
-                             f"or one search wrote) for {RANKINGS} and {RANKED_DIR}/")
+  files.make_folder(cfg.output, "output",
+                    f"{RANKINGS} and {RANKED_DIR}/ (a new folder or one search wrote)")
   os.makedirs(os.path.join(cfg.output, RANKED_DIR), exist_ok=True)
   config_lib.save(cfg, os.path.join(cfg.output, "search_config.json"))
   gallery = gallery_features(served, cfg, log)

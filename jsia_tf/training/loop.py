@@ -79,10 +79,11 @@ def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.
                              f"folder)")
   demo = DEMO_DATA[data.dataset]
   root = demo.output_dir
+  recorded = synthetic.read_recipe(root)
   if not os.path.isdir(root):
     log(f"no --data_dir given: generating the demo {data.dataset} data set in {root}")
     synthetic.generate(demo, log=log)
-  elif synthetic.read_recipe(root) is None:
+  elif recorded is None:
     # Not a set the generator wrote (or its record is unreadable): it may be
     # someone's data, so it is never replaced unasked.
     raise errors.ConfigError(
@@ -90,7 +91,7 @@ def with_demo_data(data: config_lib.DataConfig, log: Log = print) -> config_lib.
         f"holds something else: it has no readable {synthetic.RECIPE_FILE}, the record "
         f"python -m jsia_tf.generate writes. Move it away to let the demo generate its "
         f"set there, or train on it with --data_dir={root}")
-  elif synthetic.read_recipe(root) != synthetic.recipe(demo):
+  elif recorded != synthetic.recipe(demo):
     # A set generated with other settings would give other numbers than the ones
     # the docs quote.
     log(f"no --data_dir given: {root} is not the demo {data.dataset} data set "
